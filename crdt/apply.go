@@ -249,14 +249,14 @@ func (ap *applier) ins(ns span, text string) (*ID, error) {
 	// those are younger siblings' subtrees (RGA ordering).
 	for {
 		lf := &t.tree.leaves[l]
-		if slot >= len(lf.spans) {
+		if slot >= len(lf.items()) {
 			if lf.next < 0 {
 				break
 			}
 			l, slot = lf.next, 0
 			continue
 		}
-		y := &t.spans[lf.spans[slot]]
+		y := &t.spans[lf.items()[slot]]
 		if !t.less(ns.lamport, ns.agent, ns.seq, y.lamport, y.agent, y.seq) {
 			break
 		}
@@ -274,7 +274,7 @@ func (ap *applier) place(ns span, text string, l int32, slot int) (*ID, error) {
 	t.clock = max(t.clock, ns.lamport+uint64(ns.n)-1)
 	var h int32 = -1
 	if slot > 0 {
-		ph := t.tree.leaves[l].spans[slot-1]
+		ph := t.tree.leaves[l].items()[slot-1]
 		p := &t.spans[ph]
 		if p.agent == ns.agent && p.seq+p.n == ns.seq && p.lamport+uint64(p.n) == ns.lamport &&
 			ns.oagent == p.agent && ns.oseq == p.seq+p.n-1 && p.deleted == ns.deleted &&
@@ -325,26 +325,10 @@ func (ap *applier) del(a, seq uint32, lamport uint64, n uint32, ta, tseq uint32)
 		x := &t.spans[h]
 		take := min(end-cur, x.n-k)
 		if !x.deleted {
-			l, i := t.slotOf(h)
-			if k > 0 {
-				h = t.split(l, i, k)
-				l, i = t.slotOf(h)
-			}
-			if take < t.spans[h].n {
-				t.split(l, i, take)
-				l, _ = t.slotOf(h)
-			}
-			var pos int
 			if ap.emit != nil {
-				pos = t.posOf(h, 0)
+				ap.emit(Change{Pos: t.posOf(h, k), Delete: int(take)})
 			}
-			x = &t.spans[h]
-			x.deleted = true
-			x.blen = 0
-			t.tree.addWidth(l, -int(take))
-			if ap.emit != nil {
-				ap.emit(Change{Pos: pos, Delete: int(take)})
-			}
+			t.kill(h, k, take)
 		}
 		cur += take
 	}

@@ -26,10 +26,32 @@ func (b *deltaBuilder) ref(a uint32) uint32 {
 	return uint32(len(b.d.Agents) - 1)
 }
 
+// deltaSlot backs the delta of one local edit: room for the author, one
+// other agent and one op, which covers a keystroke.
+type deltaSlot struct {
+	agents [2]AgentKey
+	ops    [1]Op
+}
+
+// deltaSlab is how many slots are allocated at once. Handing out slots from
+// a slab makes a keystroke allocation-free most of the time; the price is
+// that a slab stays alive while any delta cut from it does (a few KiB).
+const deltaSlab = 64
+
+// newBuilder returns a builder backed by the next free delta slot.
+func newBuilder(t *Text) deltaBuilder {
+	if len(t.slab) == 0 {
+		t.slab = make([]deltaSlot, deltaSlab)
+	}
+	st := &t.slab[0]
+	t.slab = t.slab[1:]
+	return deltaBuilder{t: t, d: Delta{Agents: st.agents[:0:2], Ops: st.ops[:0:1]}}
+}
+
 // Insert inserts s at code-point position pos and returns the delta that
 // carries the edit to other replicas.
 func (t *Text) Insert(pos int, s string) (Delta, error) {
-	b := deltaBuilder{t: t}
+	b := newBuilder(t)
 	if err := t.insert(&b, pos, s); err != nil {
 		return Delta{}, err
 	}
@@ -39,7 +61,7 @@ func (t *Text) Insert(pos int, s string) (Delta, error) {
 // Delete deletes n code points starting at position pos and returns the
 // delta that carries the edit.
 func (t *Text) Delete(pos, n int) (Delta, error) {
-	b := deltaBuilder{t: t}
+	b := newBuilder(t)
 	if err := t.delete(&b, pos, n); err != nil {
 		return Delta{}, err
 	}
@@ -54,7 +76,7 @@ func (t *Text) Replace(pos, n int, s string) (Delta, error) {
 	if !utf8.ValidString(s) {
 		return Delta{}, fmt.Errorf("%w: insert text is not valid UTF-8", ErrInvalid)
 	}
-	b := deltaBuilder{t: t}
+	b := newBuilder(t)
 	if err := t.delete(&b, pos, n); err != nil {
 		return Delta{}, err
 	}
@@ -89,7 +111,7 @@ func (t *Text) insert(b *deltaBuilder, pos int, s string) error {
 		var i int
 		var k uint32
 		l, i, k = t.locate(pos - 1)
-		h := t.tree.leaves[l].spans[i]
+		h := t.tree.leaves[l].items()[i]
 		x := &t.spans[h]
 		ns.oagent, ns.oseq = x.agent, x.seq+k
 		if k == x.n-1 && x.agent == t.self && x.seq+x.n == seq && x.lamport+uint64(x.n) == lamport &&
@@ -142,7 +164,7 @@ func (t *Text) delete(b *deltaBuilder, pos, n int) error {
 	l, i, k := t.locate(pos)
 	left := uint32(n)
 	for left > 0 {
-		h := t.tree.leaves[l].spans[i]
+		h := t.tree.leaves[l].items()[i]
 		if t.spans[h].deleted {
 			var ok bool
 			if l, i, ok = t.nextSlot(l, i); !ok {
@@ -150,22 +172,12 @@ func (t *Text) delete(b *deltaBuilder, pos, n int) error {
 			}
 			continue
 		}
-		if k > 0 {
-			h = t.split(l, i, k)
-			l, i = t.slotOf(h)
-			k = 0
-		}
 		x := &t.spans[h]
-		take := min(left, x.n)
-		if take < x.n {
-			t.split(l, i, take)
-			l, i = t.slotOf(h)
-			x = &t.spans[h]
-		}
-		x.deleted = true
-		x.blen = 0
-		t.tree.addWidth(l, -int(take))
-		t.recordDelete(b, x.agent, x.seq, take)
+		take := min(left, x.n-k)
+		t.recordDelete(b, x.agent, x.seq+k, take)
+		h = t.kill(h, k, take)
+		l, i = t.slotOf(h)
+		k = 0
 		left -= take
 		if left > 0 {
 			var ok bool

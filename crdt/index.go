@@ -100,3 +100,16 @@ func (x *idIndex) len() int {
 	}
 	return n
 }
+
+// rekey moves the entry at seq old to seq new. The caller guarantees the
+// entry keeps its place in seq order (a span boundary shifted between two
+// neighbouring spans of one agent).
+func (x *idIndex) rekey(old, new uint32) {
+	j := sort.Search(len(x.firsts), func(i int) bool { return x.firsts[i] > old }) - 1
+	ch := x.chunks[j]
+	k := sort.Search(len(ch), func(i int) bool { return ch[i].seq > old }) - 1
+	ch[k].seq = new
+	if k == 0 {
+		x.firsts[j] = new
+	}
+}

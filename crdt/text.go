@@ -63,7 +63,8 @@ type Text struct {
 	agents []agentState
 	byKey  map[AgentKey]uint32
 	self   uint32
-	clock  uint64 // highest Lamport time seen
+	clock  uint64      // highest Lamport time seen
+	slab   []deltaSlot // unused backing for local deltas; never shared by clones
 }
 
 // New returns an empty replica that edits as agent.
@@ -105,7 +106,7 @@ func (t *Text) String() string {
 // eachSpan visits spans in document order until fn returns false.
 func (t *Text) eachSpan(fn func(s *span) bool) {
 	for l := t.tree.first; l >= 0; l = t.tree.leaves[l].next {
-		for _, h := range t.tree.leaves[l].spans {
+		for _, h := range t.tree.leaves[l].items() {
 			if !fn(&t.spans[h]) {
 				return
 			}
@@ -149,7 +150,7 @@ func (t *Text) Fork(agent AgentKey) *Text {
 func (t *Text) locate(c int) (int32, int, uint32) {
 	l, before := t.tree.findLeaf(c)
 	c -= before
-	for i, h := range t.tree.leaves[l].spans {
+	for i, h := range t.tree.leaves[l].items() {
 		s := &t.spans[h]
 		if s.deleted {
 			continue
@@ -162,12 +163,21 @@ func (t *Text) locate(c int) (int32, int, uint32) {
 	panic(fmt.Sprintf("crdt: tree widths disagree with spans at leaf %d", l))
 }
 
-// byteOff returns the byte offset of code point k within live span s.
+// byteOff returns the byte offset of code point k within live span s,
+// walking from whichever end of the span is nearer.
 func (t *Text) byteOff(s *span, k uint32) uint32 {
 	if s.blen == s.n {
 		return k
 	}
 	b := t.buf[s.off : s.off+s.blen]
+	if k > s.n/2 {
+		i := len(b)
+		for r := s.n - k; r > 0; r-- {
+			_, sz := utf8.DecodeLastRune(b[:i])
+			i -= sz
+		}
+		return uint32(i)
+	}
 	i := 0
 	for ; k > 0; k-- {
 		_, sz := utf8.DecodeRune(b[i:])
@@ -180,7 +190,7 @@ func (t *Text) byteOff(s *span, k uint32) uint32 {
 // stay and the rest become a new span in slot i+1, whose handle it returns.
 // Widths do not change.
 func (t *Text) split(l int32, i int, k uint32) int32 {
-	h := t.tree.leaves[l].spans[i]
+	h := t.tree.leaves[l].items()[i]
 	s := t.spans[h]
 	r := span{
 		lamport: s.lamport + uint64(k),
@@ -214,25 +224,21 @@ func (t *Text) newSpan(s span) int32 {
 // points to the widths, splitting the leaf when it overflows.
 func (t *Text) insertSlot(l int32, i int, h int32, w int) {
 	lf := &t.tree.leaves[l]
-	lf.spans = append(lf.spans, 0)
-	copy(lf.spans[i+1:], lf.spans[i:])
-	lf.spans[i] = h
+	copy(lf.arr[i+1:lf.n+1], lf.arr[i:lf.n])
+	lf.arr[i] = h
+	lf.n++
 	t.spans[h].leaf = l
 	t.tree.addWidth(l, w)
-	if len(lf.spans) <= leafCap {
+	if int(lf.n) <= leafCap {
 		return
 	}
-	half := len(lf.spans) / 2
+	half := lf.n / 2
 	rh := int32(len(t.tree.leaves))
-	right := leaf{
-		spans:  append(make([]int32, 0, leafCap+1), lf.spans[half:]...),
-		parent: lf.parent,
-		prev:   l,
-		next:   lf.next,
-	}
-	lf.spans = lf.spans[:half]
+	right := leaf{n: lf.n - half, parent: lf.parent, prev: l, next: lf.next}
+	copy(right.arr[:], lf.arr[half:lf.n])
+	lf.n = half
 	rw := 0
-	for _, x := range right.spans {
+	for _, x := range right.items() {
 		s := &t.spans[x]
 		s.leaf = rh
 		if !s.deleted {
@@ -252,7 +258,7 @@ func (t *Text) insertSlot(l int32, i int, h int32, w int) {
 // slotOf returns the slot of span handle h in its leaf.
 func (t *Text) slotOf(h int32) (int32, int) {
 	l := t.spans[h].leaf
-	for i, x := range t.tree.leaves[l].spans {
+	for i, x := range t.tree.leaves[l].items() {
 		if x == h {
 			return l, i
 		}
@@ -280,7 +286,7 @@ func (t *Text) findID(a uint32, seq uint32) (int32, uint32, bool) {
 func (t *Text) posOf(h int32, k uint32) int {
 	l, i := t.slotOf(h)
 	p := t.tree.leafStart(l)
-	for _, x := range t.tree.leaves[l].spans[:i] {
+	for _, x := range t.tree.leaves[l].items()[:i] {
 		if s := &t.spans[x]; !s.deleted {
 			p += int(s.n)
 		}
@@ -294,7 +300,7 @@ func (t *Text) posOf(h int32, k uint32) int {
 // next returns the slot after (l, i) in document order, or ok=false at the end.
 func (t *Text) nextSlot(l int32, i int) (int32, int, bool) {
 	i++
-	for i >= len(t.tree.leaves[l].spans) {
+	for i >= len(t.tree.leaves[l].items()) {
 		l = t.tree.leaves[l].next
 		if l < 0 {
 			return -1, 0, false
@@ -302,4 +308,96 @@ func (t *Text) nextSlot(l int32, i int) (int32, int, bool) {
 		i = 0
 	}
 	return l, i, true
+}
+
+// prevSlot returns the slot before (l, i) in document order, or ok=false at
+// the start.
+func (t *Text) prevSlot(l int32, i int) (int32, int, bool) {
+	for i == 0 {
+		l = t.tree.leaves[l].prev
+		if l < 0 {
+			return -1, 0, false
+		}
+		i = len(t.tree.leaves[l].items())
+	}
+	return l, i - 1, true
+}
+
+// continues reports whether span y carries on where span x stops: same
+// agent, next seq, next Lamport time, and y's origin is x's last character.
+func continues(x, y *span) bool {
+	return y.agent == x.agent && y.seq == x.seq+x.n && y.lamport == x.lamport+uint64(x.n) &&
+		y.oagent == x.agent && y.oseq == y.seq-1
+}
+
+// kill deletes code points [k, k+take) of live span h and returns the handle
+// of the span now holding the last of them. Deleting the end of a span whose
+// deleted continuation follows it (a run of backspaces), or the start of one
+// that continues a deleted span (a run of forward deletes), moves the
+// boundary instead of splitting, so typing and deleting leave one tombstone
+// rather than one per keystroke.
+func (t *Text) kill(h int32, k, take uint32) int32 {
+	l, i := t.slotOf(h)
+	x := &t.spans[h]
+	// Splits keep widths; the width drops once, on the leaf that ends up
+	// holding the deleted characters' former live span.
+	switch {
+	case k == 0 && take == x.n:
+		t.tree.addWidth(l, -int(take))
+		x.deleted, x.blen = true, 0
+		return h
+	case k > 0 && k+take == x.n:
+		if nl, ni, ok := t.nextSlot(l, i); ok {
+			yh := t.tree.leaves[nl].items()[ni]
+			if y := &t.spans[yh]; y.deleted && continues(x, y) {
+				old := y.seq
+				y.seq -= take
+				y.lamport -= uint64(take)
+				y.oseq = y.seq - 1
+				y.n += take
+				x.blen = t.byteOff(x, k)
+				x.n = k
+				t.agents[y.agent].ins.rekey(old, y.seq)
+				t.tree.addWidth(l, -int(take))
+				return yh
+			}
+		}
+		r := t.split(l, i, k)
+		t.markDead(r)
+		return r
+	case k == 0:
+		if pl, pi, ok := t.prevSlot(l, i); ok {
+			wh := t.tree.leaves[pl].items()[pi]
+			if w := &t.spans[wh]; w.deleted && continues(w, x) {
+				bo := t.byteOff(x, take)
+				old := x.seq
+				w.n += take
+				x.seq += take
+				x.lamport += uint64(take)
+				x.oseq = x.seq - 1
+				x.n -= take
+				x.off += bo
+				x.blen -= bo
+				t.agents[x.agent].ins.rekey(old, x.seq)
+				t.tree.addWidth(l, -int(take))
+				return wh
+			}
+		}
+		t.split(l, i, take)
+		t.markDead(h)
+		return h
+	default:
+		r := t.split(l, i, k)
+		rl, ri := t.slotOf(r)
+		t.split(rl, ri, take)
+		t.markDead(r)
+		return r
+	}
+}
+
+// markDead turns live span h into a tombstone.
+func (t *Text) markDead(h int32) {
+	x := &t.spans[h]
+	t.tree.addWidth(x.leaf, -int(x.n))
+	x.deleted, x.blen = true, 0
 }

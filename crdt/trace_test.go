@@ -17,8 +17,8 @@ type traceFile struct {
 	EndContent   string `json:"endContent"`
 	NumAgents    int    `json:"numAgents"`
 	Txns         []struct {
-		Parents []int            `json:"parents"`
-		Agent   int              `json:"agent"`
+		Parents []int                `json:"parents"`
+		Agent   int                  `json:"agent"`
 		Patches [][3]json.RawMessage `json:"patches"`
 	} `json:"txns"`
 }
@@ -117,4 +117,73 @@ func BenchmarkTrace_AutomergePaper(b *testing.B) {
 		replay(b, tr)
 	}
 	b.ReportMetric(float64(len(tr.patches)*b.N)/b.Elapsed().Seconds(), "edits/s")
+}
+
+func TestTrace_AutomergePaperSnapshot(t *testing.T) {
+	tr := loadSequential(t, "automerge-paper.json.gz")
+	d := replay(t, tr)
+	if err := d.Check(); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := d.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("snapshot %d bytes", len(snap))
+	l, err := crdt.Load(snap, crdt.AgentKey{3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Check(); err != nil {
+		t.Fatal(err)
+	}
+	if l.String() != tr.end || !l.Version().Equal(d.Version()) {
+		t.Fatal("loaded replica differs")
+	}
+	m := crdt.New(crdt.AgentKey{4})
+	if err := m.Apply(l.Since(nil)); err != nil {
+		t.Fatal(err)
+	}
+	if m.String() != tr.end {
+		t.Fatal("history from a loaded replica differs")
+	}
+}
+
+func BenchmarkTrace_AutomergePaperMerge(b *testing.B) {
+	tr := loadSequential(b, "automerge-paper.json.gz")
+	hist := replay(b, tr).Since(nil)
+	b.ReportAllocs()
+	for b.Loop() {
+		m := crdt.New(crdt.AgentKey{2})
+		if err := m.Apply(hist); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(len(hist.Ops)), "ops")
+}
+
+func BenchmarkTrace_AutomergePaperLoad(b *testing.B) {
+	tr := loadSequential(b, "automerge-paper.json.gz")
+	snap, err := replay(b, tr).MarshalBinary()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := crdt.Load(snap, crdt.AgentKey{2}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(len(snap)), "bytes")
+}
+
+func BenchmarkTrace_AutomergePaperEncode(b *testing.B) {
+	tr := loadSequential(b, "automerge-paper.json.gz")
+	d := replay(b, tr)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := d.MarshalBinary(); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

@@ -10,24 +10,38 @@ package crdt
 // and exercise splits on small documents (diamond-types does the same in
 // debug builds).
 var (
-	leafCap = 32
-	nodeCap = 16
+	leafCap = maxLeafCap
+	nodeCap = maxNodeCap
+)
+
+// The arrays are inline, one slot larger than the capacity so that an
+// insert can overflow before the split; nothing in the tree is a pointer.
+const (
+	maxLeafCap = 32
+	maxNodeCap = 16
 )
 
 type leaf struct {
-	spans  []int32 // span handles in document order; len ≤ leafCap
-	width  int     // live code points in this leaf
-	parent int32   // -1 when the leaf is the root
-	prev   int32   // neighbouring leaves in document order, -1 at the ends
+	arr    [maxLeafCap + 1]int32 // span handles in document order; arr[:n]
+	n      int32
+	width  int   // live code points in this leaf
+	parent int32 // -1 when the leaf is the root
+	prev   int32 // neighbouring leaves in document order, -1 at the ends
 	next   int32
 }
 
+func (l *leaf) items() []int32 { return l.arr[:l.n] }
+
 type node struct {
-	kids     []int32 // leaf handles when leafKids, else node handles
-	widths   []int   // live code points under each kid
+	kidArr   [maxNodeCap + 1]int32 // leaf handles when leafKids, else node handles
+	wArr     [maxNodeCap + 1]int   // live code points under each kid
+	nk       int32
 	parent   int32
 	leafKids bool
 }
+
+func (n *node) kids() []int32 { return n.kidArr[:n.nk] }
+func (n *node) widths() []int { return n.wArr[:n.nk] }
 
 type tree struct {
 	leaves []leaf
@@ -35,27 +49,24 @@ type tree struct {
 	root   int32 // a leaf when height == 0, else a node
 	height int
 	first  int32 // leftmost leaf
+
+	// A cursor cache for runs of nearby edits (typing): the last leaf found
+	// and the live code points before it. Edits inside that leaf keep it
+	// valid; a width change anywhere else drops it.
+	cLeaf  int32 // -1 when empty
+	cStart int
 }
 
 func newTree() tree {
-	t := tree{root: 0, first: 0}
-	t.leaves = append(t.leaves, leaf{spans: make([]int32, 0, leafCap), parent: -1, prev: -1, next: -1})
+	t := tree{root: 0, first: 0, cLeaf: -1}
+	t.leaves = append(t.leaves, leaf{parent: -1, prev: -1, next: -1})
 	return t
 }
 
 func (t *tree) clone() tree {
 	c := *t
-	c.leaves = make([]leaf, len(t.leaves))
-	for i, l := range t.leaves {
-		l.spans = append(make([]int32, 0, leafCap), l.spans...)
-		c.leaves[i] = l
-	}
-	c.nodes = make([]node, len(t.nodes))
-	for i, n := range t.nodes {
-		n.kids = append(make([]int32, 0, nodeCap+1), n.kids...)
-		n.widths = append(make([]int, 0, nodeCap+1), n.widths...)
-		c.nodes[i] = n
-	}
+	c.leaves = append([]leaf(nil), t.leaves...)
+	c.nodes = append([]node(nil), t.nodes...)
 	return c
 }
 
@@ -65,7 +76,7 @@ func (t *tree) width() int {
 		return t.leaves[t.root].width
 	}
 	s := 0
-	for _, w := range t.nodes[t.root].widths {
+	for _, w := range t.nodes[t.root].widths() {
 		s += w
 	}
 	return s
@@ -75,20 +86,24 @@ func (t *tree) width() int {
 // returns it with the number of live code points before that leaf. c must be
 // < t.width().
 func (t *tree) findLeaf(c int) (int32, int) {
+	if l := t.cLeaf; l >= 0 && c >= t.cStart && c < t.cStart+t.leaves[l].width {
+		return l, t.cStart
+	}
 	h := t.root
 	before := 0
 	for lvl := t.height; lvl > 0; lvl-- {
 		n := &t.nodes[h]
 		i := 0
-		for ; i < len(n.kids)-1; i++ {
-			if c < n.widths[i] {
+		for ; i < len(n.kids())-1; i++ {
+			if c < n.widths()[i] {
 				break
 			}
-			c -= n.widths[i]
-			before += n.widths[i]
+			c -= n.widths()[i]
+			before += n.widths()[i]
 		}
-		h = n.kids[i]
+		h = n.kids()[i]
 	}
+	t.cLeaf, t.cStart = h, before
 	return h, before
 }
 
@@ -97,14 +112,17 @@ func (t *tree) addWidth(l int32, d int) {
 	if d == 0 {
 		return
 	}
+	if l != t.cLeaf {
+		t.cLeaf = -1
+	}
 	t.leaves[l].width += d
 	child := l
 	p := t.leaves[l].parent
 	for p >= 0 {
 		n := &t.nodes[p]
-		for i, k := range n.kids {
+		for i, k := range n.kids() {
 			if k == child {
-				n.widths[i] += d
+				n.widths()[i] += d
 				break
 			}
 		}
@@ -120,11 +138,11 @@ func (t *tree) leafStart(l int32) int {
 	p := t.leaves[l].parent
 	for p >= 0 {
 		n := &t.nodes[p]
-		for i, k := range n.kids {
+		for i, k := range n.kids() {
 			if k == child {
 				break
 			}
-			before += n.widths[i]
+			before += n.widths()[i]
 		}
 		child = p
 		p = n.parent
@@ -145,40 +163,35 @@ func (t *tree) setParent(n *node, kid, p int32) {
 func (t *tree) insertKid(p int32, after int32, kid int32, w int) {
 	n := &t.nodes[p]
 	at := 0
-	for i, k := range n.kids {
+	for i, k := range n.kids() {
 		if k == after {
 			at = i + 1
 			break
 		}
 	}
-	n.kids = append(n.kids, 0)
-	copy(n.kids[at+1:], n.kids[at:])
-	n.kids[at] = kid
-	n.widths = append(n.widths, 0)
-	copy(n.widths[at+1:], n.widths[at:])
-	n.widths[at] = w
+	copy(n.kidArr[at+1:n.nk+1], n.kidArr[at:n.nk])
+	n.kidArr[at] = kid
+	copy(n.wArr[at+1:n.nk+1], n.wArr[at:n.nk])
+	n.wArr[at] = w
+	n.nk++
 	t.setParent(n, kid, p)
-	if len(n.kids) <= nodeCap {
+	if int(n.nk) <= nodeCap {
 		return
 	}
 	// Split p in half and hang the right half next to it.
-	half := len(n.kids) / 2
-	right := node{
-		kids:     append(make([]int32, 0, nodeCap+1), n.kids[half:]...),
-		widths:   append(make([]int, 0, nodeCap+1), n.widths[half:]...),
-		parent:   n.parent,
-		leafKids: n.leafKids,
-	}
-	n.kids = n.kids[:half]
-	n.widths = n.widths[:half]
+	half := n.nk / 2
+	right := node{nk: n.nk - half, parent: n.parent, leafKids: n.leafKids}
+	copy(right.kidArr[:], n.kidArr[half:n.nk])
+	copy(right.wArr[:], n.wArr[half:n.nk])
+	n.nk = half
 	rw := 0
-	for _, x := range right.widths {
+	for _, x := range right.widths() {
 		rw += x
 	}
 	rh := int32(len(t.nodes))
 	t.nodes = append(t.nodes, right)
 	rn := &t.nodes[rh]
-	for _, k := range rn.kids {
+	for _, k := range rn.kids() {
 		t.setParent(rn, k, rh)
 	}
 	t.linkSplit(t.nodes[p].parent, p, rh, rw, false)
@@ -192,17 +205,15 @@ func (t *tree) linkSplit(pp, left, rh int32, rw int, leaves bool) {
 		if leaves {
 			lw = t.leaves[left].width
 		} else {
-			for _, x := range t.nodes[left].widths {
+			for _, x := range t.nodes[left].widths() {
 				lw += x
 			}
 		}
 		rootH := int32(len(t.nodes))
-		t.nodes = append(t.nodes, node{
-			kids:     append(make([]int32, 0, nodeCap+1), left, rh),
-			widths:   append(make([]int, 0, nodeCap+1), lw, rw),
-			parent:   -1,
-			leafKids: leaves,
-		})
+		root := node{nk: 2, parent: -1, leafKids: leaves}
+		root.kidArr[0], root.kidArr[1] = left, rh
+		root.wArr[0], root.wArr[1] = lw, rw
+		t.nodes = append(t.nodes, root)
 		if leaves {
 			t.leaves[left].parent = rootH
 			t.leaves[rh].parent = rootH
@@ -215,9 +226,9 @@ func (t *tree) linkSplit(pp, left, rh int32, rw int, leaves bool) {
 		return
 	}
 	pn := &t.nodes[pp]
-	for i, k := range pn.kids {
+	for i, k := range pn.kids() {
 		if k == left {
-			pn.widths[i] -= rw
+			pn.widths()[i] -= rw
 			break
 		}
 	}

@@ -1,0 +1,497 @@
+package crdt
+
+import (
+	"bytes"
+	"compress/flate"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"slices"
+	"unicode/utf8"
+)
+
+// Snapshot format, version 1. A snapshot is the document state, not its
+// history: every span in document order (tombstones included, since later
+// merges need their IDs, order and Lamport times, but not their text), each
+// agent's delete runs (so Since can still answer from a loaded replica) and
+// the live text once, at the end. Numbers are varints, mostly as deltas from
+// a prediction that holds for ordinary typing, so a typical span costs two
+// or three bytes; the whole body is then DEFLATE-compressed, which shrinks
+// the text and the repetitive structure alike.
+//
+//	magic "WFT\x01"
+//	deflate(
+//	  uvarint clock
+//	  uvarint agents; per agent: key[16] uvarint next uvarint runs
+//	      per delete run: uvarint seqGap zigzag lamportDelta uvarint n uvarint tagent zigzag tseqDelta
+//	  uvarint spans; per span: flags [agent] zigzag seqDelta zigzag lamportDelta uvarint n [origin]
+//	  uvarint textBytes text
+//	)
+const snapMagic = "WFT\x01"
+
+const (
+	fDeleted   = 1 << iota
+	fSameAgent // agent equals the previous span's
+	fContinue  // origin is (agent, seq-1)
+	fAfterPrev // origin is the last character of the previous span
+)
+
+type snapWriter struct{ b []byte }
+
+func (w *snapWriter) uv(x uint64) { w.b = binary.AppendUvarint(w.b, x) }
+func (w *snapWriter) zz(x int64)  { w.b = binary.AppendVarint(w.b, x) }
+
+// MarshalBinary encodes the replica as a compact snapshot that Load turns
+// back into an equivalent replica (same text, same version, same answers to
+// Since, same merge behaviour).
+func (t *Text) MarshalBinary() ([]byte, error) {
+	w := snapWriter{b: make([]byte, 0, len(t.spans)*4+64)}
+	w.uv(t.clock)
+	w.uv(uint64(len(t.agents)))
+	for _, a := range t.agents {
+		w.b = append(w.b, a.key[:]...)
+		w.uv(uint64(a.next))
+		w.uv(uint64(len(a.dels)))
+		var end uint32
+		var ld int64
+		var tend uint32
+		for _, r := range a.dels {
+			w.uv(uint64(r.seq - end))
+			d := int64(r.lamport) - int64(r.seq)
+			w.zz(d - ld)
+			ld = d
+			w.uv(uint64(r.n))
+			w.uv(uint64(r.tagent))
+			w.zz(int64(r.tseq) - int64(tend))
+			end, tend = r.seq+r.n, r.tseq+r.n
+		}
+	}
+	// Spans, merging neighbours that continue each other.
+	var text []byte
+	var runs []span
+	t.eachSpan(func(s *span) bool {
+		if k := len(runs) - 1; k >= 0 {
+			p := &runs[k]
+			if p.agent == s.agent && p.seq+p.n == s.seq && p.lamport+uint64(p.n) == s.lamport &&
+				s.oagent == s.agent && s.oseq == s.seq-1 && p.deleted == s.deleted {
+				p.n += s.n
+				if !s.deleted {
+					text = append(text, t.buf[s.off:s.off+s.blen]...)
+				}
+				return true
+			}
+		}
+		runs = append(runs, *s)
+		if !s.deleted {
+			text = append(text, t.buf[s.off:s.off+s.blen]...)
+		}
+		return true
+	})
+	w.uv(uint64(len(runs)))
+	pred := make([]uint32, len(t.agents)) // next seq expected per agent
+	ldiff := make([]int64, len(t.agents)) // lamport-seq of the agent's last span
+	prev := span{agent: rootAgent}
+	for _, s := range runs {
+		var f byte
+		if s.deleted {
+			f |= fDeleted
+		}
+		if s.agent == prev.agent {
+			f |= fSameAgent
+		}
+		switch {
+		case s.oagent == s.agent && s.oseq == s.seq-1 && s.seq > 0:
+			f |= fContinue
+		case prev.agent != rootAgent && s.oagent == prev.agent && s.oseq == prev.seq+prev.n-1:
+			f |= fAfterPrev
+		}
+		w.b = append(w.b, f)
+		if f&fSameAgent == 0 {
+			w.uv(uint64(s.agent))
+		}
+		w.zz(int64(s.seq) - int64(pred[s.agent]))
+		d := int64(s.lamport) - int64(s.seq)
+		w.zz(d - ldiff[s.agent])
+		w.uv(uint64(s.n))
+		if f&(fContinue|fAfterPrev) == 0 {
+			if s.oagent == rootAgent {
+				w.uv(0)
+			} else {
+				w.uv(uint64(s.oagent) + 1)
+				w.uv(uint64(s.oseq))
+			}
+		}
+		pred[s.agent] = s.seq + s.n
+		ldiff[s.agent] = d
+		prev = s
+	}
+	w.uv(uint64(len(text)))
+	w.b = append(w.b, text...)
+
+	var out bytes.Buffer
+	out.Grow(len(w.b)/2 + 16)
+	out.WriteString(snapMagic)
+	zw, err := flate.NewWriter(&out, flate.BestCompression)
+	if err != nil {
+		return nil, fmt.Errorf("crdt: snapshot: %w", err)
+	}
+	if _, err := zw.Write(w.b); err != nil {
+		return nil, fmt.Errorf("crdt: snapshot: %w", err)
+	}
+	if err := zw.Close(); err != nil {
+		return nil, fmt.Errorf("crdt: snapshot: %w", err)
+	}
+	return out.Bytes(), nil
+}
+
+// maxSnapshotBody bounds the decompressed size of a snapshot so that a
+// hostile one cannot exhaust memory.
+const maxSnapshotBody = 1 << 30
+
+type snapReader struct {
+	b   []byte
+	err error
+}
+
+func (r *snapReader) fail(why string) {
+	if r.err == nil {
+		r.err = fmt.Errorf("%w: %s", ErrCorrupt, why)
+	}
+}
+
+func (r *snapReader) uv() uint64 {
+	x, n := binary.Uvarint(r.b)
+	if n <= 0 {
+		r.fail("bad varint")
+		r.b = nil
+		return 0
+	}
+	r.b = r.b[n:]
+	return x
+}
+
+func (r *snapReader) zz() int64 {
+	x, n := binary.Varint(r.b)
+	if n <= 0 {
+		r.fail("bad varint")
+		r.b = nil
+		return 0
+	}
+	r.b = r.b[n:]
+	return x
+}
+
+// count reads a count of items that each take at least min bytes, rejecting
+// counts the remaining input cannot hold.
+func (r *snapReader) count(min int) int {
+	x := r.uv()
+	if x > uint64(len(r.b)/min) {
+		r.fail("count exceeds input")
+		return 0
+	}
+	return int(x)
+}
+
+// Load decodes a snapshot made by MarshalBinary into a replica that edits as
+// agent. It returns an error wrapping ErrCorrupt for any input it cannot
+// fully verify; it never panics.
+func Load(snapshot []byte, agent AgentKey) (*Text, error) {
+	if len(snapshot) < len(snapMagic) || string(snapshot[:len(snapMagic)]) != snapMagic {
+		return nil, fmt.Errorf("%w: bad magic", ErrCorrupt)
+	}
+	zr := flate.NewReader(bytes.NewReader(snapshot[len(snapMagic):]))
+	body, err := io.ReadAll(io.LimitReader(zr, maxSnapshotBody+1))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	if len(body) > maxSnapshotBody {
+		return nil, fmt.Errorf("%w: body too large", ErrCorrupt)
+	}
+	t, err := decodeBody(body)
+	if err != nil {
+		return nil, err
+	}
+	t.self = t.intern(agent)
+	return t, nil
+}
+
+func decodeBody(body []byte) (*Text, error) {
+	r := snapReader{b: body}
+	t := &Text{byKey: make(map[AgentKey]uint32)}
+	t.clock = r.uv()
+	na := r.count(18)
+	t.agents = make([]agentState, 0, na+1)
+	for i := 0; i < na && r.err == nil; i++ {
+		if len(r.b) < 16 {
+			r.fail("short agent key")
+			break
+		}
+		var k AgentKey
+		copy(k[:], r.b[:16])
+		r.b = r.b[16:]
+		if _, dup := t.byKey[k]; dup {
+			r.fail("duplicate agent")
+			break
+		}
+		a := t.intern(k)
+		st := &t.agents[a]
+		next := r.uv()
+		nd := r.count(5)
+		st.dels = make([]delRun, 0, nd)
+		var end, tend uint32
+		var ld int64
+		for j := 0; j < nd && r.err == nil; j++ {
+			gap, dl, n, ta, td := r.uv(), r.zz(), r.uv(), r.uv(), r.zz()
+			seq := uint64(end) + gap
+			d := ld + dl
+			tseq := int64(tend) + td
+			lam := int64(seq) + d
+			if n == 0 || seq+n > next || ta >= uint64(na) || tseq < 0 || uint64(tseq)+n > MaxSeq || lam <= 0 || uint64(lam)+n > MaxLamport {
+				r.fail("bad delete run")
+				break
+			}
+			t.clock = max(t.clock, uint64(lam)+n-1)
+			st.dels = append(st.dels, delRun{lamport: uint64(lam), seq: uint32(seq), n: uint32(n), tagent: uint32(ta), tseq: uint32(tseq)})
+			end, tend, ld = uint32(seq+n), uint32(uint64(tseq)+n), d
+		}
+		if next > MaxSeq {
+			r.fail("bad agent next")
+		}
+		st.next = uint32(next)
+	}
+	ns := r.count(4)
+	if r.err != nil {
+		return nil, r.err
+	}
+	t.spans = make([]span, 0, ns)
+	pred := make([]uint32, na)
+	ldiff := make([]int64, na)
+	prev := span{agent: rootAgent}
+	for i := 0; i < ns && r.err == nil; i++ {
+		if len(r.b) == 0 {
+			r.fail("short span")
+			break
+		}
+		f := r.b[0]
+		r.b = r.b[1:]
+		var s span
+		s.deleted = f&fDeleted != 0
+		if f&fSameAgent != 0 {
+			if prev.agent == rootAgent {
+				r.fail("same-agent flag on the first span")
+				break
+			}
+			s.agent = prev.agent
+		} else {
+			a := r.uv()
+			if a >= uint64(na) {
+				r.fail("agent out of range")
+				break
+			}
+			s.agent = uint32(a)
+		}
+		seq := int64(pred[s.agent]) + r.zz()
+		d := ldiff[s.agent] + r.zz()
+		n := r.uv()
+		lam := seq + d
+		if seq < 0 || n == 0 || uint64(seq)+n > uint64(t.agents[s.agent].next) || lam <= 0 || uint64(lam)+n > MaxLamport {
+			r.fail("bad span")
+			break
+		}
+		s.seq, s.n, s.lamport = uint32(seq), uint32(n), uint64(lam)
+		switch {
+		case f&fContinue != 0:
+			if s.seq == 0 {
+				r.fail("continuation at seq 0")
+			}
+			s.oagent, s.oseq = s.agent, s.seq-1
+		case f&fAfterPrev != 0:
+			if prev.agent == rootAgent {
+				r.fail("origin flag on the first span")
+			}
+			s.oagent, s.oseq = prev.agent, prev.seq+prev.n-1
+		default:
+			oa := r.uv()
+			if oa == 0 {
+				s.oagent = rootAgent
+			} else if oa-1 >= uint64(na) {
+				r.fail("origin agent out of range")
+			} else {
+				s.oagent = uint32(oa - 1)
+				os := r.uv()
+				if os > MaxSeq {
+					r.fail("origin seq out of range")
+				}
+				s.oseq = uint32(os)
+			}
+		}
+		pred[s.agent] = s.seq + s.n
+		ldiff[s.agent] = d
+		t.clock = max(t.clock, s.lamport+uint64(s.n)-1)
+		t.spans = append(t.spans, s)
+		prev = s
+	}
+	tl := r.count(1)
+	if r.err != nil {
+		return nil, r.err
+	}
+	t.buf = append(make([]byte, 0, tl), r.b[:tl]...)
+	r.b = r.b[tl:]
+	// Give live spans their text.
+	off := 0
+	for i := range t.spans {
+		s := &t.spans[i]
+		if s.deleted {
+			continue
+		}
+		start := off
+		for k := uint32(0); k < s.n; k++ {
+			if off >= len(t.buf) {
+				return nil, fmt.Errorf("%w: text shorter than spans", ErrCorrupt)
+			}
+			c := t.buf[off]
+			if c < utf8.RuneSelf {
+				off++
+				continue
+			}
+			rr, sz := utf8.DecodeRune(t.buf[off:])
+			if rr == utf8.RuneError && sz <= 1 {
+				return nil, fmt.Errorf("%w: text is not UTF-8", ErrCorrupt)
+			}
+			off += sz
+		}
+		s.off, s.blen = uint32(start), uint32(off-start)
+	}
+	if off != len(t.buf) {
+		return nil, fmt.Errorf("%w: text longer than spans", ErrCorrupt)
+	}
+	if err := t.rebuild(); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// rebuild builds the position tree and the ID indexes over t.spans, which
+// are in document order, and verifies that the IDs tile each agent's seqs.
+func (t *Text) rebuild() error {
+	t.tree = tree{root: 0, first: 0, cLeaf: -1}
+	per := leafCap
+	nl := (len(t.spans) + per - 1) / per
+	if nl == 0 {
+		nl = 1
+	}
+	t.tree.leaves = make([]leaf, nl)
+	for i := range t.tree.leaves {
+		lo, hi := i*per, min((i+1)*per, len(t.spans))
+		lf := &t.tree.leaves[i]
+		lf.n = int32(hi - lo)
+		for j := lo; j < hi; j++ {
+			lf.arr[j-lo] = int32(j)
+			s := &t.spans[j]
+			s.leaf = int32(i)
+			if !s.deleted {
+				lf.width += int(s.n)
+			}
+		}
+		lf.parent, lf.prev, lf.next = -1, int32(i-1), int32(i+1)
+	}
+	t.tree.leaves[nl-1].next = -1
+	// Inner levels, bottom up.
+	level := make([]int32, nl)
+	widths := make([]int, nl)
+	for i := range level {
+		level[i] = int32(i)
+		widths[i] = t.tree.leaves[i].width
+	}
+	leafKids := true
+	for len(level) > 1 {
+		var up []int32
+		var upw []int
+		for i := 0; i < len(level); i += nodeCap {
+			j := min(i+nodeCap, len(level))
+			h := int32(len(t.tree.nodes))
+			n := node{nk: int32(j - i), parent: -1, leafKids: leafKids}
+			copy(n.kidArr[:], level[i:j])
+			copy(n.wArr[:], widths[i:j])
+			w := 0
+			for _, x := range n.widths() {
+				w += x
+			}
+			t.tree.nodes = append(t.tree.nodes, n)
+			for _, k := range n.kids() {
+				t.tree.setParent(&t.tree.nodes[h], k, h)
+			}
+			up = append(up, h)
+			upw = append(upw, w)
+		}
+		level, widths = up, upw
+		leafKids = false
+		t.tree.height++
+	}
+	t.tree.root = level[0]
+	// ID indexes: each agent's spans sorted by seq must tile its insert seqs,
+	// and together with its delete runs cover exactly [0, next).
+	byAgent := make([][]idEntry, len(t.agents))
+	for h := range t.spans {
+		s := &t.spans[h]
+		byAgent[s.agent] = append(byAgent[s.agent], idEntry{seq: s.seq, span: int32(h)})
+	}
+	for a, es := range byAgent {
+		slices.SortFunc(es, func(x, y idEntry) int { return int(x.seq) - int(y.seq) })
+		st := &t.agents[a]
+		var cur uint32
+		di := 0
+		for _, e := range es {
+			for di < len(st.dels) && st.dels[di].seq == cur {
+				cur += st.dels[di].n
+				di++
+			}
+			if e.seq != cur {
+				return fmt.Errorf("%w: agent %s seqs do not tile at %d", ErrCorrupt, st.key, cur)
+			}
+			cur += t.spans[e.span].n
+		}
+		for di < len(st.dels) && st.dels[di].seq == cur {
+			cur += st.dels[di].n
+			di++
+		}
+		if cur != st.next || di != len(st.dels) {
+			return fmt.Errorf("%w: agent %s seqs do not tile at %d", ErrCorrupt, st.key, cur)
+		}
+		for i := 0; i < len(es); i += idChunkCap / 2 {
+			j := min(i+idChunkCap/2, len(es))
+			st.ins.chunks = append(st.ins.chunks, append(make([]idEntry, 0, idChunkCap+1), es[i:j]...))
+			st.ins.firsts = append(st.ins.firsts, es[i].seq)
+		}
+	}
+	return t.checkOrigins()
+}
+
+// checkOrigins verifies, for a decoded replica, that every origin names an
+// existing character with a smaller Lamport time and that delete runs name
+// existing deleted characters, so that a corrupt snapshot cannot plant a
+// state that later merges would treat inconsistently.
+func (t *Text) checkOrigins() error {
+	for h := range t.spans {
+		s := &t.spans[h]
+		if s.oagent == rootAgent {
+			continue
+		}
+		oh, k, ok := t.findID(s.oagent, s.oseq)
+		if !ok || t.spans[oh].lamport+uint64(k) >= s.lamport {
+			return fmt.Errorf("%w: bad origin for span %d", ErrCorrupt, h)
+		}
+	}
+	for _, st := range t.agents {
+		for _, r := range st.dels {
+			for cur, end := r.tseq, r.tseq+r.n; cur < end; {
+				h, k, ok := t.findID(r.tagent, cur)
+				if !ok || !t.spans[h].deleted {
+					return fmt.Errorf("%w: delete run names a missing or live character", ErrCorrupt)
+				}
+				cur += min(end-cur, t.spans[h].n-k)
+			}
+		}
+	}
+	return nil
+}
