@@ -2,15 +2,17 @@ package crdt
 
 import (
 	"bytes"
+	"cmp"
 	"fmt"
+	"slices"
 	"unicode/utf8"
 )
 
 // Apply merges a delta from another replica. It is idempotent (ops and parts
 // of ops already held are skipped) and commutative for any causal order.
 //
-// A structurally invalid delta is rejected whole with an error wrapping
-// ErrInvalid before anything changes. An op that needs an ID this replica
+// An invalid delta (malformed, or contradicting what this replica holds) is
+// rejected whole with an error wrapping ErrInvalid before anything changes. An op that needs an ID this replica
 // lacks is left out and reported in a *MissingError; every other op is
 // applied. Apply never panics on remote input.
 func (t *Text) Apply(d Delta) error { return t.ApplyChanges(d, nil) }
@@ -20,6 +22,9 @@ func (t *Text) Apply(d Delta) error { return t.ApplyChanges(d, nil) }
 // edits. emit may be nil.
 func (t *Text) ApplyChanges(d Delta, emit func(Change)) error {
 	if err := validate(d); err != nil {
+		return err
+	}
+	if err := t.precheck(d); err != nil {
 		return err
 	}
 	ap := applier{t: t, d: &d, emit: emit, amap: make([]uint32, len(d.Agents))}
@@ -278,7 +283,7 @@ func (ap *applier) place(ns span, text string, l int32, slot int) (*ID, error) {
 		p := &t.spans[ph]
 		if p.agent == ns.agent && p.seq+p.n == ns.seq && p.lamport+uint64(p.n) == ns.lamport &&
 			ns.oagent == p.agent && ns.oseq == p.seq+p.n-1 && p.deleted == ns.deleted &&
-			(p.deleted || int(p.off+p.blen) == len(t.buf)) {
+			(p.deleted && p.blen == 0 || !p.deleted && int(p.off+p.blen) == len(t.buf)) {
 			p.n += ns.n
 			if !ns.deleted {
 				p.blen += uint32(len(text))
@@ -337,4 +342,164 @@ func (ap *applier) del(a, seq uint32, lamport uint64, n uint32, ta, tseq uint32)
 	t.clock = max(t.clock, lamport+uint64(n)-1)
 	appendDelRun(&st.dels, delRun{lamport: lamport, seq: seq, n: n, tagent: ta, tseq: tseq})
 	return nil, nil
+}
+
+// precheck finds, without changing anything, every op that contradicts this
+// replica or the rest of its delta: an insert whose Lamport time is not
+// after its origin's, or an origin or delete target that names a delete
+// rather than a character. Checking first keeps Apply all-or-nothing for
+// invalid input. IDs that neither side holds are left to the missing-
+// dependency path.
+func (t *Text) precheck(d Delta) error {
+	// Canonical delta agent per key, and each agent's runs in this delta.
+	// known[i] is the interned agent of delta agent i, or rootAgent.
+	canon := make([]uint32, len(d.Agents))
+	known := make([]uint32, len(d.Agents))
+	first := make(map[AgentKey]uint32, len(d.Agents))
+	for i, k := range d.Agents {
+		if j, ok := first[k]; ok {
+			canon[i] = j
+		} else {
+			first[k] = uint32(i)
+			canon[i] = uint32(i)
+		}
+		known[i] = rootAgent
+		if a, ok := t.byKey[k]; ok {
+			known[i] = a
+		}
+	}
+	// One backing array, cut per agent by counting first.
+	counts := make([]int, len(d.Agents))
+	for _, o := range d.Ops {
+		counts[canon[o.Agent]]++
+	}
+	backing := make([]deltaRun, 0, len(d.Ops))
+	runs := make([][]deltaRun, len(d.Agents))
+	for a, n := range counts {
+		runs[a] = backing[len(backing) : len(backing) : len(backing)+n]
+		backing = backing[:len(backing)+n]
+	}
+	for _, o := range d.Ops {
+		a := canon[o.Agent]
+		runs[a] = append(runs[a], deltaRun{o.Seq, o.Len, o.Lamport, o.Kind == OpInsert})
+	}
+	for a, rs := range runs {
+		// Deltas from Since are already in seq order per agent.
+		if !slices.IsSortedFunc(rs, func(x, y deltaRun) int { return cmp.Compare(x.seq, y.seq) }) {
+			slices.SortFunc(rs, func(x, y deltaRun) int { return cmp.Compare(x.seq, y.seq) })
+		}
+		// Ops of one agent must not overlap: each seq names one op, and
+		// overlaps would let the order of application decide an op's origin.
+		for i := 1; i < len(rs); i++ {
+			if rs[i-1].seq+rs[i-1].n > rs[i].seq {
+				return fmt.Errorf("%w: ops of agent %s overlap at seq %d", ErrInvalid, d.Agents[a], rs[i].seq)
+			}
+		}
+	}
+	// lookup reports what the ID (delta agent a, seq) is: a character with
+	// its Lamport time, a delete (bad), or unknown.
+	const (
+		unknown = iota
+		char
+		del
+	)
+	lookup := func(a uint32, seq uint64) (int, uint64) {
+		if ag := known[a]; ag != rootAgent && seq <= MaxSeq {
+			if h, k, ok := t.findID(ag, uint32(seq)); ok {
+				return char, t.spans[h].lamport + uint64(k)
+			}
+			if seq < uint64(t.agents[ag].next) {
+				return del, 0
+			}
+		}
+		rs := runs[canon[a]]
+		i := searchRuns(rs, seq)
+		if i < len(rs) && rs[i].seq <= seq {
+			if rs[i].insert {
+				return char, rs[i].lamport + seq - rs[i].seq
+			}
+			return del, 0
+		}
+		return unknown, 0
+	}
+	for i := range d.Ops {
+		o := &d.Ops[i]
+		bad := func(why string) error { return fmt.Errorf("%w: op %d (%s): %s", ErrInvalid, i, o.Kind, why) }
+		if ag := known[o.Agent]; ag != rootAgent && o.Seq+o.Len <= uint64(t.agents[ag].next) {
+			continue // already held; Apply skips it
+		}
+		if o.Kind == OpDelete {
+			for s, end := o.Target.Seq, o.Target.Seq+o.Len; s < end; {
+				what, _ := lookup(o.Target.Agent, s)
+				if what == del {
+					return bad("target names a delete, not a character")
+				}
+				// Step to the next run boundary rather than per character.
+				s = t.nextBoundary(runs[canon[o.Target.Agent]], known[o.Target.Agent], s, end)
+			}
+			continue
+		}
+		// An op that overlaps seqs already held continues from its author's
+		// last held ID; otherwise from its stated origin.
+		oa, oseq, lam := o.Origin.Agent, o.Origin.Seq, o.Lamport
+		if ag := known[o.Agent]; ag != rootAgent {
+			if next := uint64(t.agents[ag].next); o.Seq < next && next < o.Seq+o.Len {
+				oa, oseq, lam = o.Agent, next-1, o.Lamport+next-o.Seq
+			}
+		}
+		if oa == RootAgent {
+			continue
+		}
+		what, ol := lookup(oa, oseq)
+		switch {
+		case what == del:
+			return bad("origin names a delete, not a character")
+		case what == char && ol >= lam:
+			return bad(fmt.Sprintf("lamport %d not after its origin's %d", lam, ol))
+		}
+	}
+	return nil
+}
+
+// deltaRun is the seq range an op of a delta covers, for precheck.
+type deltaRun struct {
+	seq, n, lamport uint64
+	insert          bool
+}
+
+// nextBoundary returns the first seq after s, at most end, where what an ID
+// of an agent (interned as ag, or rootAgent when unknown; rs its runs in the
+// delta) is could change: the end of the span or run holding s.
+func (t *Text) nextBoundary(rs []deltaRun, ag uint32, s, end uint64) uint64 {
+	next := end
+	if ag != rootAgent && s <= MaxSeq {
+		if h, k, ok := t.findID(ag, uint32(s)); ok {
+			next = min(next, s+uint64(t.spans[h].n-k))
+		} else if s < uint64(t.agents[ag].next) {
+			return s + 1
+		}
+	}
+	i := searchRuns(rs, s)
+	if i < len(rs) {
+		if rs[i].seq <= s {
+			next = min(next, rs[i].seq+rs[i].n)
+		} else {
+			next = min(next, rs[i].seq)
+		}
+	}
+	return max(next, s+1)
+}
+
+// searchRuns returns the index of the first run that ends after seq.
+func searchRuns(rs []deltaRun, seq uint64) int {
+	lo, hi := 0, len(rs)
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if rs[m].seq+rs[m].n > seq {
+			hi = m
+		} else {
+			lo = m + 1
+		}
+	}
+	return lo
 }

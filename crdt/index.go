@@ -31,13 +31,30 @@ func (x *idIndex) clone() idIndex {
 
 // find returns the span handle of the last entry with seq ≤ s, or -1.
 func (x *idIndex) find(s uint32) int32 {
-	j := sort.Search(len(x.firsts), func(i int) bool { return x.firsts[i] > s }) - 1
-	if j < 0 {
+	// Hand-rolled binary searches: this is on every remote op's path.
+	lo, hi := 0, len(x.firsts)
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if x.firsts[m] <= s {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	if lo == 0 {
 		return -1
 	}
-	ch := x.chunks[j]
-	k := sort.Search(len(ch), func(i int) bool { return ch[i].seq > s }) - 1
-	return ch[k].span
+	ch := x.chunks[lo-1]
+	lo, hi = 0, len(ch)
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if ch[m].seq <= s {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	return ch[lo-1].span
 }
 
 // insert adds an entry whose seq is not yet present.

@@ -2,6 +2,7 @@ package crdt
 
 import (
 	"bytes"
+	"fmt"
 	"slices"
 )
 
@@ -19,13 +20,44 @@ func (t *Text) Version() Version {
 // Since returns exactly the ops this replica holds and a replica at version
 // v lacks, in an order the receiver can apply in one pass (ascending Lamport
 // time, so every dependency comes first). It is the answer to a resync.
-func (t *Text) Since(v Version) Delta { return t.Between(v, nil) }
+func (t *Text) Since(v Version) Delta {
+	d, _ := t.between(v, nil) // cannot fail: every delete travels along
+	return d
+}
 
 // Between returns the ops held by this replica that are in version to but
 // not in from; a nil to means everything this replica holds. Parts of to
 // beyond this replica's state are ignored.
-func (t *Text) Between(from, to Version) Delta {
+//
+// When to is behind this replica, characters deleted after to must travel
+// with their text. A replica keeps that text until it is loaded from a
+// snapshot; after that Between returns ErrCompacted rather than a delta that
+// would wrongly show them deleted.
+func (t *Text) Between(from, to Version) (Delta, error) { return t.between(from, to) }
+
+func (t *Text) between(from, to Version) (Delta, error) {
 	var ops []sop
+	partial := false
+	for a := range t.agents {
+		st := &t.agents[a]
+		lo := uint32(min(from[st.key], uint64(st.next)))
+		hi := st.next
+		if to != nil {
+			hi = uint32(min(to[st.key], uint64(st.next)))
+			partial = partial || hi < st.next
+		}
+		if lo >= hi {
+			continue
+		}
+		ops = t.collectInserts(ops, uint32(a), lo, hi, to != nil)
+	}
+	if partial {
+		for _, o := range ops {
+			if o.kind == OpInsert && o.deleted {
+				return Delta{}, fmt.Errorf("%w: text of %s", ErrCompacted, ID{t.agents[o.agent].key, uint64(o.seq)})
+			}
+		}
+	}
 	for a := range t.agents {
 		st := &t.agents[a]
 		lo := uint32(min(from[st.key], uint64(st.next)))
@@ -36,7 +68,6 @@ func (t *Text) Between(from, to Version) Delta {
 		if lo >= hi {
 			continue
 		}
-		ops = t.collectInserts(ops, uint32(a), lo, hi)
 		ops = collectDeletes(ops, st.dels, uint32(a), lo, hi)
 	}
 	slices.SortFunc(ops, func(x, y sop) int {
@@ -65,7 +96,7 @@ func (t *Text) Between(from, to Version) Delta {
 		}
 		b.d.Ops = append(b.d.Ops, op)
 	}
-	return b.d
+	return b.d, nil
 }
 
 // sop is an op being collected, in interned form. Text is a byte range of
@@ -78,13 +109,15 @@ type sop struct {
 	ragent     uint32 // origin (insert) or target (delete)
 	rseq       uint32
 	toff, tlen uint32
-	deleted    bool
+	deleted    bool // travels without text
 }
 
 // collectInserts appends agent a's insert runs within seqs [lo, hi). Pieces
 // of one run that later edits split apart are joined again when their text
-// is still adjacent in buf.
-func (t *Text) collectInserts(ops []sop, a, lo, hi uint32) []sop {
+// is still adjacent in buf. Deleted characters travel without text unless
+// dead is set: the receiver of a partial range may not get their deletes,
+// so it needs the text while this replica still holds it.
+func (t *Text) collectInserts(ops []sop, a, lo, hi uint32, dead bool) []sop {
 	st := &t.agents[a]
 	first := len(ops)
 	st.ins.each(lo, func(e idEntry) {
@@ -95,13 +128,17 @@ func (t *Text) collectInserts(ops []sop, a, lo, hi uint32) []sop {
 		if s.seq+s.n <= lo {
 			return
 		}
-		o := sop{kind: OpInsert, agent: a, seq: s.seq, n: s.n, lamport: s.lamport, ragent: s.oagent, rseq: s.oseq, deleted: s.deleted, toff: s.off, tlen: s.blen}
+		o := sop{kind: OpInsert, agent: a, seq: s.seq, n: s.n, lamport: s.lamport, ragent: s.oagent, rseq: s.oseq, toff: s.off, tlen: s.blen}
+		if s.deleted && !dead {
+			o.tlen = 0
+		}
+		o.deleted = o.tlen == 0
 		if cut := lo - min(lo, s.seq); cut > 0 {
 			o.seq += cut
 			o.n -= cut
 			o.lamport += uint64(cut)
 			o.ragent, o.rseq = a, o.seq-1
-			if !s.deleted {
+			if !o.deleted {
 				bo := t.byteOff(s, cut)
 				o.toff += bo
 				o.tlen -= bo
@@ -109,7 +146,7 @@ func (t *Text) collectInserts(ops []sop, a, lo, hi uint32) []sop {
 		}
 		if o.seq+o.n > hi {
 			keep := hi - o.seq
-			if !s.deleted {
+			if !o.deleted {
 				tmp := span{off: o.toff, blen: o.tlen, n: o.n}
 				o.tlen = t.byteOff(&tmp, keep)
 			}

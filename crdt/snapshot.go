@@ -20,6 +20,7 @@ import (
 // the text and the repetitive structure alike.
 //
 //	magic "WFT\x01"
+//	uvarint bodyBytes
 //	deflate(
 //	  uvarint clock
 //	  uvarint agents; per agent: key[16] uvarint next uvarint runs
@@ -131,6 +132,7 @@ func (t *Text) MarshalBinary() ([]byte, error) {
 	var out bytes.Buffer
 	out.Grow(len(w.b)/2 + 16)
 	out.WriteString(snapMagic)
+	out.Write(binary.AppendUvarint(nil, uint64(len(w.b))))
 	zw, err := flate.NewWriter(&out, flate.BestCompression)
 	if err != nil {
 		return nil, fmt.Errorf("crdt: snapshot: %w", err)
@@ -199,13 +201,22 @@ func Load(snapshot []byte, agent AgentKey) (*Text, error) {
 	if len(snapshot) < len(snapMagic) || string(snapshot[:len(snapMagic)]) != snapMagic {
 		return nil, fmt.Errorf("%w: bad magic", ErrCorrupt)
 	}
-	zr := flate.NewReader(bytes.NewReader(snapshot[len(snapMagic):]))
-	body, err := io.ReadAll(io.LimitReader(zr, maxSnapshotBody+1))
-	if err != nil {
+	size, n := binary.Uvarint(snapshot[len(snapMagic):])
+	if n <= 0 || size > maxSnapshotBody {
+		return nil, fmt.Errorf("%w: bad body size", ErrCorrupt)
+	}
+	zr := flate.NewReader(bytes.NewReader(snapshot[len(snapMagic)+n:]))
+	// DEFLATE expands at most ~1032:1, which bounds what a small hostile
+	// input can make us allocate here.
+	if size > uint64(len(snapshot))*1100 {
+		return nil, fmt.Errorf("%w: body size %d for %d input bytes", ErrCorrupt, size, len(snapshot))
+	}
+	body := make([]byte, size)
+	if _, err := io.ReadFull(zr, body); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
 	}
-	if len(body) > maxSnapshotBody {
-		return nil, fmt.Errorf("%w: body too large", ErrCorrupt)
+	if k, _ := zr.Read(make([]byte, 1)); k != 0 {
+		return nil, fmt.Errorf("%w: body longer than declared", ErrCorrupt)
 	}
 	t, err := decodeBody(body)
 	if err != nil {

@@ -30,9 +30,9 @@ type span struct {
 	oagent  uint32 // origin of the first code point; rootAgent for the start
 	oseq    uint32
 	n       uint32 // code points
-	off     uint32 // text bytes are buf[off:off+blen] while live
-	blen    uint32
-	leaf    int32 // leaf holding this span's handle
+	off     uint32 // text bytes are buf[off:off+blen]; a tombstone keeps its
+	blen    uint32 // text (for Between) until a snapshot drops it: blen == 0
+	leaf    int32  // leaf holding this span's handle
 	deleted bool
 }
 
@@ -201,7 +201,7 @@ func (t *Text) split(l int32, i int, k uint32) int32 {
 		n:       s.n - k,
 		deleted: s.deleted,
 	}
-	if !s.deleted {
+	if s.blen > 0 {
 		bo := t.byteOff(&s, k)
 		r.off = s.off + bo
 		r.blen = s.blen - bo
@@ -344,18 +344,24 @@ func (t *Text) kill(h int32, k, take uint32) int32 {
 	switch {
 	case k == 0 && take == x.n:
 		t.tree.addWidth(l, -int(take))
-		x.deleted, x.blen = true, 0
+		x.deleted = true
 		return h
 	case k > 0 && k+take == x.n:
 		if nl, ni, ok := t.nextSlot(l, i); ok {
 			yh := t.tree.leaves[nl].items()[ni]
-			if y := &t.spans[yh]; y.deleted && continues(x, y) {
+			// Move the boundary only when no kept text would be lost: the
+			// tombstone has none, or its text follows x's in buf.
+			if y := &t.spans[yh]; y.deleted && continues(x, y) && (y.blen == 0 || x.off+x.blen == y.off) {
 				old := y.seq
+				bo := t.byteOff(x, k)
+				if y.blen > 0 {
+					y.off, y.blen = x.off+bo, y.blen+x.blen-bo
+				}
 				y.seq -= take
 				y.lamport -= uint64(take)
 				y.oseq = y.seq - 1
 				y.n += take
-				x.blen = t.byteOff(x, k)
+				x.blen = bo
 				x.n = k
 				t.agents[y.agent].ins.rekey(old, y.seq)
 				t.tree.addWidth(l, -int(take))
@@ -368,9 +374,12 @@ func (t *Text) kill(h int32, k, take uint32) int32 {
 	case k == 0:
 		if pl, pi, ok := t.prevSlot(l, i); ok {
 			wh := t.tree.leaves[pl].items()[pi]
-			if w := &t.spans[wh]; w.deleted && continues(w, x) {
+			if w := &t.spans[wh]; w.deleted && continues(w, x) && (w.blen == 0 || w.off+w.blen == x.off) {
 				bo := t.byteOff(x, take)
 				old := x.seq
+				if w.blen > 0 {
+					w.blen += bo
+				}
 				w.n += take
 				x.seq += take
 				x.lamport += uint64(take)
@@ -399,5 +408,5 @@ func (t *Text) kill(h int32, k, take uint32) int32 {
 func (t *Text) markDead(h int32) {
 	x := &t.spans[h]
 	t.tree.addWidth(x.leaf, -int(x.n))
-	x.deleted, x.blen = true, 0
+	x.deleted = true
 }

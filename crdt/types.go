@@ -171,6 +171,9 @@ var (
 	ErrOutOfRange = errors.New("crdt: position out of range")
 	// ErrCorrupt marks a snapshot that does not decode.
 	ErrCorrupt = errors.New("crdt: corrupt snapshot")
+	// ErrCompacted marks a Between that would need the text of deleted
+	// characters, which a replica loaded from a snapshot no longer holds.
+	ErrCompacted = errors.New("crdt: deleted text compacted away")
 )
 
 // MissingError names the first ID an op needs and the replica lacks. Every
