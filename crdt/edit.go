@@ -217,9 +217,16 @@ func (t *Text) recordDelete(b *deltaBuilder, tagent, tseq, n uint32) {
 func appendDelRun(runs *[]delRun, r delRun) {
 	if k := len(*runs) - 1; k >= 0 {
 		p := &(*runs)[k]
-		if p.seq+p.n == r.seq && p.lamport+uint64(p.n) == r.lamport && p.tagent == r.tagent && p.tseq+p.n == r.tseq {
-			p.n += r.n
-			return
+		if p.seq+p.n == r.seq && p.lamport+uint64(p.n) == r.lamport && p.tagent == r.tagent {
+			if !p.rev && !r.rev && p.tseq+p.n == r.tseq {
+				p.n += r.n
+				return
+			}
+			if (p.rev || p.n == 1) && (r.rev || r.n == 1) && p.tseq >= p.n && r.tseq == p.tseq-p.n {
+				p.rev = true
+				p.n += r.n
+				return
+			}
 		}
 	}
 	*runs = append(*runs, r)

@@ -179,6 +179,16 @@ func collectDeletes(ops []sop, runs []delRun, a, lo, hi uint32) []sop {
 	})
 	for ; i < len(runs) && runs[i].seq < hi; i++ {
 		r := runs[i]
+		if r.rev {
+			// A backspace run travels as one op per delete: ops target
+			// ascending ranges.
+			for k := uint32(0); k < r.n; k++ {
+				if s := r.seq + k; s >= lo && s < hi {
+					ops = append(ops, sop{kind: OpDelete, agent: a, seq: s, n: 1, lamport: r.lamport + uint64(k), ragent: r.tagent, rseq: r.target(k)})
+				}
+			}
+			continue
+		}
 		o := sop{kind: OpDelete, agent: a, seq: r.seq, n: r.n, lamport: r.lamport, ragent: r.tagent, rseq: r.tseq}
 		if cut := lo - min(lo, r.seq); cut > 0 {
 			o.seq += cut

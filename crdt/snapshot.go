@@ -24,7 +24,7 @@ import (
 //	deflate(
 //	  uvarint clock
 //	  uvarint agents; per agent: key[16] uvarint next uvarint runs
-//	      per delete run: uvarint seqGap zigzag lamportDelta uvarint n uvarint tagent zigzag tseqDelta
+//	      per delete run: uvarint seqGap zigzag lamportDelta uvarint n<<1|rev uvarint tagent zigzag tseqDelta
 //	  uvarint spans; per span: flags [agent] zigzag seqDelta zigzag lamportDelta uvarint n [origin]
 //	  uvarint textBytes text
 //	)
@@ -61,10 +61,14 @@ func (t *Text) MarshalBinary() ([]byte, error) {
 			d := int64(r.lamport) - int64(r.seq)
 			w.zz(d - ld)
 			ld = d
-			w.uv(uint64(r.n))
+			rev := uint64(0)
+			if r.rev {
+				rev = 1
+			}
+			w.uv(uint64(r.n)<<1 | rev)
 			w.uv(uint64(r.tagent))
 			w.zz(int64(r.tseq) - int64(tend))
-			end, tend = r.seq+r.n, r.tseq+r.n
+			end, tend = r.seq+r.n, r.target(r.n)
 		}
 	}
 	// Spans, merging neighbours that continue each other.
@@ -252,18 +256,21 @@ func decodeBody(body []byte) (*Text, error) {
 		var end, tend uint32
 		var ld int64
 		for j := 0; j < nd && r.err == nil; j++ {
-			gap, dl, n, ta, td := r.uv(), r.zz(), r.uv(), r.uv(), r.zz()
+			gap, dl, nr, ta, td := r.uv(), r.zz(), r.uv(), r.uv(), r.zz()
+			n, rev := nr>>1, nr&1 == 1
 			seq := uint64(end) + gap
 			d := ld + dl
 			tseq := int64(tend) + td
 			lam := int64(seq) + d
-			if n == 0 || seq+n > next || ta >= uint64(na) || tseq < 0 || uint64(tseq)+n > MaxSeq || lam <= 0 || uint64(lam)+n > MaxLamport {
+			if n == 0 || seq+n > next || ta >= uint64(na) || tseq < 0 || uint64(tseq)+n > MaxSeq ||
+				rev && uint64(tseq)+1 < n || lam <= 0 || uint64(lam)+n > MaxLamport {
 				r.fail("bad delete run")
 				break
 			}
 			t.clock = max(t.clock, uint64(lam)+n-1)
-			st.dels = append(st.dels, delRun{lamport: uint64(lam), seq: uint32(seq), n: uint32(n), tagent: uint32(ta), tseq: uint32(tseq)})
-			end, tend, ld = uint32(seq+n), uint32(uint64(tseq)+n), d
+			dr := delRun{lamport: uint64(lam), seq: uint32(seq), n: uint32(n), tagent: uint32(ta), tseq: uint32(tseq), rev: rev}
+			st.dels = append(st.dels, dr)
+			end, tend, ld = uint32(seq+n), dr.target(dr.n), d
 		}
 		if next > MaxSeq {
 			r.fail("bad agent next")
@@ -447,20 +454,38 @@ func (t *Text) rebuild() error {
 		s := &t.spans[h]
 		byAgent[s.agent] = append(byAgent[s.agent], idEntry{seq: s.seq, span: int32(h)})
 	}
+	// Origins that are the previous span in document order or in seq order
+	// are verified here in O(1); checkOrigins looks up the rest.
+	verified := make([]bool, len(t.spans))
+	for h := 1; h < len(t.spans); h++ {
+		s, p := &t.spans[h], &t.spans[h-1]
+		if s.oagent == p.agent && s.oseq == p.seq+p.n-1 && p.lamport+uint64(p.n)-1 < s.lamport {
+			verified[h] = true
+		}
+	}
 	for a, es := range byAgent {
 		slices.SortFunc(es, func(x, y idEntry) int { return int(x.seq) - int(y.seq) })
 		st := &t.agents[a]
 		var cur uint32
 		di := 0
+		prev := int32(-1)
 		for _, e := range es {
 			for di < len(st.dels) && st.dels[di].seq == cur {
 				cur += st.dels[di].n
 				di++
+				prev = -1
 			}
 			if e.seq != cur {
 				return fmt.Errorf("%w: agent %s seqs do not tile at %d", ErrCorrupt, st.key, cur)
 			}
-			cur += t.spans[e.span].n
+			s := &t.spans[e.span]
+			if prev >= 0 && s.oagent == uint32(a) && s.oseq == s.seq-1 {
+				if p := &t.spans[prev]; p.lamport+uint64(p.n)-1 < s.lamport {
+					verified[e.span] = true
+				}
+			}
+			cur += s.n
+			prev = e.span
 		}
 		for di < len(st.dels) && st.dels[di].seq == cur {
 			cur += st.dels[di].n
@@ -475,17 +500,17 @@ func (t *Text) rebuild() error {
 			st.ins.firsts = append(st.ins.firsts, es[i].seq)
 		}
 	}
-	return t.checkOrigins()
+	return t.checkOrigins(verified)
 }
 
 // checkOrigins verifies, for a decoded replica, that every origin names an
 // existing character with a smaller Lamport time and that delete runs name
 // existing deleted characters, so that a corrupt snapshot cannot plant a
 // state that later merges would treat inconsistently.
-func (t *Text) checkOrigins() error {
+func (t *Text) checkOrigins(verified []bool) error {
 	for h := range t.spans {
 		s := &t.spans[h]
-		if s.oagent == rootAgent {
+		if s.oagent == rootAgent || verified[h] {
 			continue
 		}
 		oh, k, ok := t.findID(s.oagent, s.oseq)
@@ -495,7 +520,7 @@ func (t *Text) checkOrigins() error {
 	}
 	for _, st := range t.agents {
 		for _, r := range st.dels {
-			for cur, end := r.tseq, r.tseq+r.n; cur < end; {
+			for cur, end := r.targets(); cur < end; {
 				h, k, ok := t.findID(r.tagent, cur)
 				if !ok || !t.spans[h].deleted {
 					return fmt.Errorf("%w: delete run names a missing or live character", ErrCorrupt)

@@ -45,13 +45,32 @@ type agentState struct {
 }
 
 // delRun is a run of delete ops by one agent: seqs [seq, seq+n) at Lamport
-// times [lamport, lamport+n) deleted target IDs [tseq, tseq+n) of tagent.
+// times [lamport, lamport+n) deleted target IDs tseq, tseq+1, ... of tagent,
+// or tseq, tseq-1, ... when rev is set — a run of backspaces, the most
+// common delete in real editing, so it is worth its own flag.
 type delRun struct {
 	lamport uint64
 	seq     uint32
 	n       uint32
 	tagent  uint32
 	tseq    uint32
+	rev     bool
+}
+
+// targets returns the target seqs of the run as an ascending range.
+func (r delRun) targets() (lo, hi uint32) {
+	if r.rev {
+		return r.tseq + 1 - r.n, r.tseq + 1
+	}
+	return r.tseq, r.tseq + r.n
+}
+
+// target returns the target seq of the run's i-th delete.
+func (r delRun) target(i uint32) uint32 {
+	if r.rev {
+		return r.tseq - i
+	}
+	return r.tseq + i
 }
 
 // Text is one replica of a text document. It is not safe for concurrent
