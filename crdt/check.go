@@ -49,6 +49,8 @@ func (t *Text) Check() error {
 			}
 			if !s.deleted {
 				w += int(s.n)
+			}
+			if !s.deleted || s.blen > 0 {
 				if int(s.off+s.blen) > len(t.buf) || utf8.RuneCount(t.buf[s.off:s.off+s.blen]) != int(s.n) {
 					bad("span %d text does not hold %d code points", h, s.n)
 				}
