@@ -203,3 +203,24 @@ func collectDeletes(ops []sop, runs []delRun, a, lo, hi uint32) []sop {
 	}
 	return ops
 }
+
+// Next returns how many seqs of agent this replica holds: its entry in the
+// version vector, without building the whole vector.
+func (t *Text) Next(agent AgentKey) uint64 {
+	if a, ok := t.byKey[agent]; ok {
+		return uint64(t.agents[a].next)
+	}
+	return 0
+}
+
+// MemSize estimates the bytes this replica holds on the heap, for memory
+// budgets; it counts the arenas and buffers, not allocator overhead.
+func (t *Text) MemSize() int {
+	const spanBytes, leafBytes, nodeBytes, entryBytes, delBytes, agentBytes = 48, 160, 232, 8, 24, 96
+	n := cap(t.spans)*spanBytes + cap(t.buf) + cap(t.tree.leaves)*leafBytes + cap(t.tree.nodes)*nodeBytes
+	for i := range t.agents {
+		a := &t.agents[i]
+		n += agentBytes + a.ins.len()*entryBytes + cap(a.dels)*delBytes
+	}
+	return n
+}
