@@ -54,7 +54,9 @@ func newWSTransport(srv *Server) *wsTransport {
 }
 
 // slogAdapter lets gws log (recovered panics, mostly) through slog.
-type slogAdapter struct{ l interface{ Error(string, ...any) } }
+type slogAdapter struct {
+	l interface{ Error(string, ...any) }
+}
 
 func (a slogAdapter) Error(v ...any) { a.l.Error("gws", "msg", v) }
 
