@@ -8,22 +8,35 @@ import (
 // deltaBuilder assembles a Delta for local edits, interning agents into the
 // delta's own table.
 type deltaBuilder struct {
-	t *Text
-	d Delta
+	t    *Text
+	d    Delta
+	ids  [2]uint32 // interned agents of the first two table entries
+	more map[uint32]uint32
 }
 
 func (b *deltaBuilder) ref(a uint32) uint32 {
 	if a == rootAgent {
 		return RootAgent
 	}
-	k := b.t.agents[a].key
-	for i, x := range b.d.Agents {
-		if x == k {
+	n := len(b.d.Agents)
+	for i := 0; i < n && i < len(b.ids); i++ {
+		if b.ids[i] == a {
 			return uint32(i)
 		}
 	}
-	b.d.Agents = append(b.d.Agents, k)
-	return uint32(len(b.d.Agents) - 1)
+	if i, ok := b.more[a]; ok {
+		return i
+	}
+	b.d.Agents = append(b.d.Agents, b.t.agents[a].key)
+	if n < len(b.ids) {
+		b.ids[n] = a
+	} else {
+		if b.more == nil {
+			b.more = make(map[uint32]uint32)
+		}
+		b.more[a] = uint32(n)
+	}
+	return uint32(n)
 }
 
 // deltaSlot backs the delta of one local edit: room for the author, one
