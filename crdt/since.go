@@ -224,3 +224,6 @@ func (t *Text) MemSize() int {
 	}
 	return n
 }
+
+// Clock returns the highest Lamport time this replica has seen.
+func (t *Text) Clock() uint64 { return t.clock }

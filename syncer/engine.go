@@ -72,10 +72,6 @@ func (o EngineOptions) withDefaults() EngineOptions {
 	return o
 }
 
-// ServerAgent is the agent the server edits as, for edits that arrive over
-// the HTTP API. It is the same for every document and every restart: its
-// seqs in a document continue from what the document already holds.
-var ServerAgent = crdt.AgentKey{'w', 'e', 'f', 't', '-', 's', 'e', 'r', 'v', 'e', 'r'}
 
 // Member is a session subscribed to a document.
 type Member struct {
@@ -527,6 +523,10 @@ func (e *Engine) delta(in DeltaIn) {
 		e.sendErr(in.Session, protocol.CodeDocTooLarge, in.ClientSeq, 0, "document would exceed %d code points", e.opts.MaxDocChars)
 		return
 	}
+	if err := e.plausible(in.Delta); err != nil {
+		e.sendErr(in.Session, protocol.CodeInvalidDelta, in.ClientSeq, 0, "%v", err)
+		return
+	}
 	seq, pending, err := e.apply(in.Delta, Author{Subject: m.Subject, Name: m.User.Name}, m.Agent, in.Session)
 	switch {
 	case err != nil:
@@ -544,6 +544,37 @@ func (e *Engine) delta(in DeltaIn) {
 	e.acks = append(e.acks, ackWait{session: in.Session, clientSeq: in.ClientSeq, seq: seq})
 	e.releaseAcks()
 }
+
+// plausible refuses client ops that no honest client can produce and that
+// would harm everyone else: Lamport times far beyond anything the server
+// has seen (they would exhaust the document's clock), runs longer than a
+// document may be, and ops claiming the server's own agent.
+func (e *Engine) plausible(d crdt.Delta) error {
+	var total, maxEnd uint64
+	for i := range d.Ops {
+		o := &d.Ops[i]
+		if o.Len > uint64(e.opts.MaxDocChars) {
+			return fmt.Errorf("%w: op %d covers %d IDs", crdt.ErrInvalid, i, o.Len)
+		}
+		total += o.Len
+		maxEnd = max(maxEnd, o.Lamport+o.Len-1)
+		if int(o.Agent) < len(d.Agents) && d.Agents[o.Agent] == e.text.Agent() {
+			return fmt.Errorf("%w: op %d claims the server's agent", crdt.ErrInvalid, i)
+		}
+	}
+	// In a star topology a client has seen nothing the server has not,
+	// except its own ops, which advance its clock by at most their length.
+	// After a server crash clients may also resend ops of others that the
+	// log lost, in later deltas; lamportSlack leaves room for that while
+	// keeping the clock (2^53) out of reach: at the default rate limit a
+	// client would need years of deltas to exhaust it.
+	if maxEnd > e.text.Clock()+total+lamportSlack {
+		return fmt.Errorf("%w: Lamport time %d far beyond the document's %d", crdt.ErrInvalid, maxEnd, e.text.Clock())
+	}
+	return nil
+}
+
+const lamportSlack = 1 << 20
 
 func inserted(d crdt.Delta) int {
 	n := 0
@@ -876,7 +907,7 @@ func (e *Engine) edit(in EditIn) {
 		e.releaseAcks()
 		return
 	}
-	seq := e.record(all, in.Author, ServerAgent, protocol.SessionID{}, changes)
+	seq := e.record(all, in.Author, e.text.Agent(), protocol.SessionID{}, changes)
 	e.acks = append(e.acks, ackWait{seq: seq, reply: &Reply{Token: in.Token, Anchor: next}})
 	e.retryParked()
 	e.releaseAcks()

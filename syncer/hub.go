@@ -1,6 +1,7 @@
 package syncer
 
 import (
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -122,12 +123,25 @@ type Hub struct {
 
 	mem atomic.Int64 // estimated bytes of loaded documents
 	wg  sync.WaitGroup
+
+	// agent is what the server edits as (HTTP edits). It is new for every
+	// hub: updates are broadcast before they are durable, so after a crash
+	// clients may hold server ops the log lost, and a server that reused
+	// its agent would hand out those IDs again for different text.
+	agent crdt.AgentKey
 }
 
 // NewHub returns a hub persisting to log.
 func NewHub(log Log, opts Options) *Hub {
-	return &Hub{log: log, opts: opts.withDefaults(), docs: make(map[string]*actor)}
+	h := &Hub{log: log, opts: opts.withDefaults(), docs: make(map[string]*actor)}
+	_, _ = rand.Read(h.agent[:])        // crypto/rand.Read never fails
+	h.agent[6] = h.agent[6]&0x0f | 0x40 // a version 4 UUID
+	h.agent[8] = h.agent[8]&0x3f | 0x80
+	return h
 }
+
+// Agent returns the agent key the server edits documents as.
+func (h *Hub) Agent() crdt.AgentKey { return h.agent }
 
 // Options returns the options in force, defaults filled in.
 func (h *Hub) Options() Options { return h.opts }
@@ -355,11 +369,11 @@ func (a *actor) load() error {
 	var text *crdt.Text
 	var audit []Audit
 	if data != nil {
-		if text, audit, err = decodeSnapshot(data, ServerAgent); err != nil {
+		if text, audit, err = decodeSnapshot(data, h.agent); err != nil {
 			return fmt.Errorf("syncer: load %s: %w", a.doc, err)
 		}
 	} else {
-		text = crdt.New(ServerAgent)
+		text = crdt.New(h.agent)
 	}
 	last := snapSeq
 	var pending []crdt.Delta
