@@ -72,7 +72,6 @@ func (o EngineOptions) withDefaults() EngineOptions {
 	return o
 }
 
-
 // Member is a session subscribed to a document.
 type Member struct {
 	Session  protocol.SessionID
