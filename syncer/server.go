@@ -107,6 +107,8 @@ type ServerOptions struct {
 	// GoingAwayRetry is the retry-after a graceful shutdown advertises.
 	// Default 2 s.
 	GoingAwayRetry time.Duration
+	// HelloTimeout closes a connection that sends no hello. Default 10 s.
+	HelloTimeout time.Duration
 	Logger         *slog.Logger
 	Metrics        *Metrics
 	Now            func() time.Time
@@ -137,6 +139,9 @@ func (o ServerOptions) withDefaults() ServerOptions {
 	}
 	if o.GoingAwayRetry <= 0 {
 		o.GoingAwayRetry = 2 * time.Second
+	}
+	if o.HelloTimeout <= 0 {
+		o.HelloTimeout = 10 * time.Second
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)

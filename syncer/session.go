@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -25,9 +26,11 @@ type Session struct {
 	dec  *protocol.Decoder
 	enc  *protocol.Encoder
 
-	mu     sync.Mutex // guards claims and expiry, which a token refresh and the expiry timer share
-	claims *auth.Claims
-	expiry *time.Timer
+	mu      sync.Mutex // guards claims and timers, which a token refresh and the timers share
+	claims  *auth.Claims
+	expiry  *time.Timer
+	greet   *time.Timer // closes the connection if no hello arrives in time
+	greeted atomic.Bool
 
 	hello   bool
 	agent   crdt.AgentKey
@@ -82,6 +85,23 @@ func (s *Session) kill(code protocol.ErrorCode, format string, args ...any) {
 	s.fail(code, "", 0, 0, format, args...)
 	s.srv.met.closes.WithLabelValues(code.String()).Inc()
 	s.peer.Close(code, fmt.Sprintf(format, args...))
+}
+
+// armHello gives the client HelloTimeout to say hello; a socket that
+// never does only holds resources.
+func (s *Session) armHello() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.greet = time.AfterFunc(s.srv.opts.HelloTimeout, func() {
+		if s.greeted.Load() {
+			return
+		}
+		if b, err := protocol.Encode(nil, &protocol.Error{Code: protocol.CodeTimeout, Message: "no hello"}); err == nil {
+			s.peer.Send(b)
+		}
+		s.srv.met.closes.WithLabelValues(protocol.CodeTimeout.String()).Inc()
+		s.peer.Close(protocol.CodeTimeout, "no hello")
+	})
 }
 
 func (s *Session) armExpiry() {
@@ -144,6 +164,16 @@ func (s *Session) HandleFrame(frame []byte) {
 		s.onHello(h)
 		return
 	}
+	if s.srv.Draining() {
+		// Say why nothing is applied any more; GoingAway is on its way.
+		var seq uint64
+		var doc string
+		if d, ok := f.(*protocol.Delta); ok {
+			seq, doc = d.ClientSeq, d.Doc
+		}
+		s.fail(protocol.CodeGoingAway, doc, seq, s.srv.opts.GoingAwayRetry, "server shutting down")
+		return
+	}
 	switch f := f.(type) {
 	case *protocol.Hello:
 		s.fail(protocol.CodeProtocol, "", 0, 0, "hello sent twice")
@@ -190,6 +220,7 @@ func (s *Session) onHello(h *protocol.Hello) {
 		return
 	}
 	s.hello = true
+	s.greeted.Store(true)
 	s.agent = h.Agent
 	s.user = h.User
 	s.mu.Lock()
@@ -382,6 +413,9 @@ func (s *Session) End() {
 	s.mu.Lock()
 	if s.expiry != nil {
 		s.expiry.Stop()
+	}
+	if s.greet != nil {
+		s.greet.Stop()
 	}
 	s.mu.Unlock()
 	for doc := range s.docs {

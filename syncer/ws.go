@@ -119,7 +119,8 @@ func (s *Server) ServeWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.conn = conn
-	p.sess.armExpiry() // only now can the expiry close the connection
+	p.sess.armExpiry() // only now can the timers close the connection
+	p.sess.armHello()
 	s.met.connections.Inc()
 	go conn.ReadLoop()
 }
