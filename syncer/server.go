@@ -109,9 +109,9 @@ type ServerOptions struct {
 	GoingAwayRetry time.Duration
 	// HelloTimeout closes a connection that sends no hello. Default 10 s.
 	HelloTimeout time.Duration
-	Logger         *slog.Logger
-	Metrics        *Metrics
-	Now            func() time.Time
+	Logger       *slog.Logger
+	Metrics      *Metrics
+	Now          func() time.Time
 }
 
 func (o ServerOptions) withDefaults() ServerOptions {
