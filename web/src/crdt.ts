@@ -1467,3 +1467,54 @@ export function splitLongInserts(d: Delta, maxBytes: number): Delta {
   }
   return { agents: d.agents, ops };
 }
+
+/**
+ * Concatenates deltas applied one after another into one delta, merging
+ * runs that continue each other (docs/protocol.md §4 rule 9), so that a
+ * batch of keystrokes travels as a few ops.
+ */
+export function concatDeltas(ds: Delta[]): Delta {
+  if (ds.length === 1) return ds[0]!;
+  const out: Delta = { agents: [], ops: [] };
+  const idx = new Map<string, number>();
+  const ref = (k: AgentKey | undefined) => {
+    if (!k) return ROOT;
+    const h = keyHex(k);
+    let i = idx.get(h);
+    if (i === undefined) {
+      i = out.agents.length;
+      out.agents.push(k);
+      idx.set(h, i);
+    }
+    return i;
+  };
+  for (const d of ds) {
+    for (const o of d.ops) {
+      const agent = ref(d.agents[o.agent]);
+      const p = out.ops[out.ops.length - 1];
+      if (o.kind === OpKind.Insert) {
+        const origin = { agent: o.origin.agent === ROOT ? ROOT : ref(d.agents[o.origin.agent]), seq: o.origin.seq };
+        if (
+          p && p.kind === OpKind.Insert && p.agent === agent && p.seq + p.len === o.seq && p.lamport + p.len === o.lamport &&
+          origin.agent === agent && origin.seq === o.seq - 1 && (p.text === "") === (o.text === "")
+        ) {
+          p.len += o.len;
+          p.text += o.text;
+          continue;
+        }
+        out.ops.push({ ...o, agent, origin });
+      } else {
+        const target = { agent: ref(d.agents[o.target.agent]), seq: o.target.seq };
+        if (
+          p && p.kind === OpKind.Delete && p.agent === agent && p.seq + p.len === o.seq && p.lamport + p.len === o.lamport &&
+          p.target.agent === target.agent && p.target.seq + p.len === target.seq
+        ) {
+          p.len += o.len;
+          continue;
+        }
+        out.ops.push({ ...o, agent, target });
+      }
+    }
+  }
+  return out;
+}

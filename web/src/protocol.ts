@@ -853,7 +853,7 @@ export function decodeFrame(bytes: Uint8Array): Frame | UnknownFrame {
     case Kind.Ping:
     case Kind.Pong:
       need("ping", n, (known = 1));
-      f = { kind, nonce: r.counter("nonce") };
+      f = { kind, nonce: r.counter("nonce") } as PingFrame | PongFrame;
       break;
     case Kind.Welcome:
       need("welcome", n, (known = 5));
@@ -932,4 +932,17 @@ export function peekKind(b: Uint8Array): number {
 
 export function isUnknown(f: Frame | UnknownFrame): f is UnknownFrame {
   return (f as UnknownFrame).unknown === true;
+}
+
+/** Encodes a delta alone (its wire form inside frames), for local storage. */
+export function encodeDelta(d: Delta): Uint8Array {
+  return encoder.encode(encDelta(d));
+}
+
+/** Decodes what encodeDelta produced, with the same checks as a frame. */
+export function decodeDelta(b: Uint8Array): Delta {
+  const r = new Reader(b);
+  const d = r.delta();
+  if (r.left !== 0) throw malformed("delta", `${r.left} bytes after the delta`);
+  return d;
 }
