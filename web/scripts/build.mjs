@@ -3,7 +3,7 @@
 // lockfile, same bytes. `--check` builds into a temp dir and fails when the
 // result differs from the committed dist/ (run it in CI).
 import { build } from "esbuild";
-import { mkdtempSync, mkdirSync, readdirSync, readFileSync, rmSync, copyFileSync, writeFileSync, existsSync } from "node:fs";
+import { mkdtempSync, mkdirSync, readdirSync, readFileSync, rmSync, copyFileSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -34,7 +34,7 @@ async function bundle(outdir) {
 }
 
 function files(dir) {
-  return existsSync(dir) ? readdirSync(dir).filter((f) => !f.startsWith(".")).sort() : [];
+  return existsSync(dir) ? readdirSync(dir).sort() : [];
 }
 
 await bundle(out);
@@ -54,6 +54,5 @@ if (check) {
   }
   console.log("web/dist is up to date");
 } else {
-  writeFileSync(join(out, ".gitattributes"), "* -text\n");
   console.log(`built ${files(out).join(", ")} into dist/`);
 }

@@ -454,6 +454,8 @@ export class WeftDoc extends Emitter<DocEvents> {
     const now = Date.now();
     for (const p of f.peers) {
       const session = keyHex(p.session);
+      // Our own presence is not a peer (a server should not echo it, §7).
+      if (session === this.client.session) continue;
       const cur = this.peerMap.get(session);
       if (cur && cur.clock >= p.clock) {
         cur.seen = now;
