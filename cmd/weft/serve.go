@@ -42,6 +42,7 @@ import (
 	"github.com/weft-sync/weft/store"
 	"github.com/weft-sync/weft/syncer"
 	"github.com/weft-sync/weft/syncer/storelog"
+	"github.com/weft-sync/weft/web"
 )
 
 // HTTP server timeouts. They are fixed rather than flags because they
@@ -683,9 +684,9 @@ func plain(w http.ResponseWriter, status int, body string) {
 
 // --- the demo editor ------------------------------------------------------
 
-// webAssets is the built web client (web/dist), or nil when it was not
-// built into this binary.
-var webAssets fs.FS
+// webAssets is the built web client (web/dist). A nil FS makes / answer
+// "web assets not built".
+var webAssets fs.FS = web.Dist
 
 // webHandler serves the demo editor: "/" (with any query, e.g. ?doc=NAME)
 // is index.html, "/dashboard" is dashboard.html when the bundle has one,
@@ -710,7 +711,18 @@ func newWebHandler(fsys fs.FS, log *slog.Logger) http.Handler {
 	}
 	h := &webHandler{fsys: fsys, etags: map[string]string{}}
 	_ = fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
+		if err != nil {
+			return nil
+		}
+		// Dot files (say, dist/.gitattributes) are repository plumbing,
+		// not part of the site.
+		if strings.HasPrefix(d.Name(), ".") {
+			if d.IsDir() && p != "." {
+				return fs.SkipDir
+			}
+			return nil
+		}
+		if d.IsDir() {
 			return nil
 		}
 		b, err := fs.ReadFile(fsys, p)

@@ -451,6 +451,19 @@ func readText(t testing.TB, wsURL, doc string) string {
 	return s
 }
 
+// hasAPI says whether syncer.Server has the HTTP API yet; until then serve
+// mounts only the WebSocket endpoint under /v1/.
+var hasAPI = func() bool {
+	_, ok := any((*syncer.Server)(nil)).(interface{ APIHandler() http.Handler })
+	return ok
+}()
+
+func requireAPI(t *testing.T) {
+	if !hasAPI {
+		t.Skip("syncer.Server has no APIHandler yet")
+	}
+}
+
 // --- tests -----------------------------------------------------------------------
 
 func TestServe_Endpoints(t *testing.T) {
@@ -488,14 +501,22 @@ func TestServe_Endpoints(t *testing.T) {
 				t.Errorf("%s: %d %s, %.80q", path, code, h.Get("Content-Type"), body)
 			}
 		}
+		if js, _ := fs.Glob(webAssets, "*.js"); len(js) > 0 {
+			code, h, _ := get(t, nil, p.url+"/"+js[0])
+			if code != 200 || !strings.Contains(h.Get("Content-Type"), "javascript") || h.Get("ETag") == "" {
+				t.Errorf("/%s: %d %s etag %q", js[0], code, h.Get("Content-Type"), h.Get("ETag"))
+			}
+		}
 		if _, err := fs.Stat(webAssets, "dashboard.html"); err == nil {
 			if code, h, _ := get(t, nil, p.url+"/dashboard"); code != 200 || !strings.HasPrefix(h.Get("Content-Type"), "text/html") {
 				t.Errorf("/dashboard: %d %s", code, h.Get("Content-Type"))
 			}
 		}
 	}
-	if code, _, _ := get(t, nil, p.url+"/no-such-file.js"); code != http.StatusNotFound {
-		t.Errorf("missing asset: %d, want 404", code)
+	for _, path := range []string{"/no-such-file.js", "/.gitattributes", "/v1/no-such-endpoint"} {
+		if code, _, _ := get(t, nil, p.url+path); code != http.StatusNotFound {
+			t.Errorf("%s: %d, want 404", path, code)
+		}
 	}
 	p.stop()
 	if !strings.Contains(p.log(), "stopped cleanly") {
@@ -758,6 +779,11 @@ func TestServe_GracefulShutdown(t *testing.T) {
 	if got := readText(t, p2.ws, "doc"); got != text {
 		t.Errorf("after restart: %q, want %q", got, text)
 	}
+	if hasAPI {
+		if code, _, body := get(t, nil, p2.url+"/v1/docs/doc"); code != 200 || !strings.Contains(body, `"text":"`+text+`"`) {
+			t.Errorf("GET /v1/docs/doc after restart: %d %q", code, body)
+		}
+	}
 	p2.stop()
 }
 
@@ -828,6 +854,78 @@ func TestServe_CrashKeepsAckedEdits(t *testing.T) {
 	// was sent.
 	if !strings.HasPrefix(all, got) {
 		t.Errorf("recovered text is not a prefix of the sent text:\n got %.200q\nsent %.200q", got, all)
+	}
+	p2.stop()
+}
+
+// TestServe_CrashKeepsAckedHTTPEdits is the same for edits a backend
+// posts over HTTP: a 200 with a version is the acknowledgement.
+func TestServe_CrashKeepsAckedHTTPEdits(t *testing.T) {
+	requireAPI(t)
+	dir := t.TempDir()
+	args := []string{"--addr", "127.0.0.1:0", "--data", dir}
+	p := startServe(t, nil, args...)
+	client := &http.Client{Timeout: 5 * time.Second}
+	defer client.CloseIdleConnections()
+
+	const maxEdits = 5000
+	marker := func(i int) string { return fmt.Sprintf("<%d>", i) }
+	var (
+		mu    sync.Mutex
+		acked []int
+		sent  strings.Builder
+	)
+	enough := make(chan struct{}) // closed at the 50th acknowledgement
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := range maxEdits {
+			m := marker(i)
+			body := fmt.Sprintf(`{"edits":[{"pos":%d,"insert":%q}]}`, sent.Len(), m)
+			sent.WriteString(m) // sent before the answer: it may be applied
+			resp, err := client.Post(p.url+"/v1/docs/backend/edits", "application/json", strings.NewReader(body))
+			if err != nil {
+				return // the server is gone
+			}
+			var out struct{ Version *uint64 }
+			err = json.NewDecoder(resp.Body).Decode(&out)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK || err != nil || out.Version == nil {
+				return
+			}
+			mu.Lock()
+			if acked = append(acked, i); len(acked) == 50 {
+				close(enough)
+			}
+			mu.Unlock()
+		}
+	})
+	select {
+	case <-enough:
+	case <-p.done:
+		t.Fatal("weft serve exited")
+	case <-time.After(waitLimit):
+		t.Fatalf("50 edits not acknowledged in %v", waitLimit)
+	}
+	if err := p.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	p.wait()
+	wg.Wait()
+	t.Logf("%d edits acknowledged before the kill", len(acked))
+
+	p2 := startServe(t, nil, args...)
+	code, _, body := get(t, client, p2.url+"/v1/docs/backend")
+	var doc struct{ Text string }
+	if err := json.Unmarshal([]byte(body), &doc); code != 200 || err != nil {
+		t.Fatalf("GET after restart: %d %q %v", code, body, err)
+	}
+	for _, i := range acked {
+		if !strings.Contains(doc.Text, marker(i)) {
+			t.Errorf("acknowledged edit %d lost", i)
+		}
+	}
+	if !strings.HasPrefix(sent.String(), doc.Text) {
+		t.Errorf("recovered text is not a prefix of the sent text:\n got %.200q\nsent %.200q", doc.Text, sent.String())
 	}
 	p2.stop()
 }
