@@ -47,7 +47,7 @@ function render(s: Stats): void {
     ...s.recent.map((r) => {
       const tr = document.createElement("tr");
       const t = new Date(r.time);
-      tr.append(cell(isNaN(t.getTime()) ? r.time : t.toLocaleTimeString()), cell(r.doc), cell(r.author.slice(0, 8), "mono"), cell(String(r.ops)));
+      tr.append(cell(isNaN(t.getTime()) ? r.time : t.toLocaleTimeString()), cell(r.doc), cell(/^[0-9a-f-]{32,36}$/i.test(r.author) ? r.author.slice(0, 8) : r.author, "mono"), cell(String(r.ops)));
       return tr;
     }),
   );

@@ -157,6 +157,14 @@ test("two pages edit concurrently, see cursors, survive a restart and going offl
     await shot(a, "1-concurrent-typing-alice.png");
     await shot(b, "1-concurrent-typing-bob.png");
 
+    // Astral characters are one code point but two UTF-16 units in the
+    // editor: typing and deleting one must keep both sides in step.
+    await a.keyboard.type("x😀y", { delay: 15 });
+    await a.keyboard.press("ArrowLeft");
+    await a.keyboard.press("Backspace");
+    const t1b = await converged([a, b], "convergence after deleting an astral character");
+    assert.ok(t1b.includes("xy") && !t1b.includes("😀"), t1b);
+
     // 2. The remote cursor is shown with the other user's name.
     await a.waitForSelector('.cm-weft-caret-label:text("Bob")', { timeout: 10_000 });
     await b.waitForSelector('.cm-weft-caret-label:text("Alice")', { timeout: 10_000 });
