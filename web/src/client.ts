@@ -416,7 +416,7 @@ export class WeftDoc extends Emitter<DocEvents> {
 
   /** Re-sends presence (after the user's name or colour changed). */
   touchPresence(): void {
-    if (!this.presence) this.presence = { cursor: { edge: -1, assoc: 0, id: null }, selections: [] };
+    if (!this.presence) return; // the name travels with the first caret
     this.presenceDirty = true;
     this.schedulePresence();
   }
@@ -796,7 +796,17 @@ export class WeftClient extends Emitter<ClientEvents> {
   }
 
   private onOnline(): void {
-    if (this.stopped || this.ws || this.failure) return;
+    if (this.stopped || this.failure || this.live) return;
+    // An attempt started while offline may hang or fail slowly: start afresh.
+    if (this.ws) {
+      const ws = this.ws;
+      this.teardown();
+      try {
+        ws.close(4000, "network back");
+      } catch {
+        /* ignore */
+      }
+    }
     this.attempt = 0;
     this.connect();
   }

@@ -203,6 +203,21 @@ test("two pages edit concurrently, see cursors, survive a restart and going offl
     await dash.goto(`${base}/dashboard`);
     await dash.waitForSelector(`#docs a:text("${doc}")`, { timeout: 15_000 });
     await shot(dash, "5-dashboard.png");
+
+    // 6. B replaces everything, then undoes it: the undo history works on
+    // top of remote edits, and A follows both steps.
+    await b.bringToFront();
+    await b.locator(".cm-content").click();
+    await b.keyboard.press("Control+a");
+    await b.keyboard.type("replaced 😀", { delay: 10 });
+    assert.equal(await converged([a, b], "convergence after select-all and type"), "replaced 😀");
+    for (let i = 0; i < 5 && (await editorText(b)) !== t4; i++) {
+      await b.keyboard.press("Control+z");
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.equal(await converged([a, b], "convergence after undo"), t4);
+    assert.equal((await server.doc(doc)).text, t4);
+    await shot(a, "6-after-undo.png");
     assert.deepEqual(errors, []);
   } finally {
     await browser.close();
