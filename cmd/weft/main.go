@@ -1,6 +1,7 @@
 // Command weft is the weft sync server's single binary. Its subcommands:
 //
 //	weft serve [flags]   run the sync server (flags also come from WEFT_* env vars)
+//	weft load [flags]    load a loopback server with many clients; check convergence
 //	weft token [flags]   mint a development token for a server's JWT secret or key
 //	weft trace FILE...   replay editing traces and check their final text
 //
@@ -28,6 +29,7 @@ type command struct {
 // means adding an entry here and a file defining its flags function.
 var commands = []command{
 	{name: "serve", args: "[flags]", summary: "run the sync server: WebSocket and HTTP API, metrics, health, demo editor", flags: serveFlags},
+	{name: "load", args: "[flags]", summary: "run many clients against a loopback server and check they converge with no acknowledged edit lost", flags: loadFlags},
 	{name: "token", args: "[flags]", summary: "mint a signed token (JWT) for development and tests", flags: tokenFlags},
 	{name: "trace", args: "[-runs N] FILE...", summary: "replay editing traces (JSON or gzip) and report timings as JSON lines", flags: traceFlags},
 }
