@@ -355,11 +355,21 @@ func decodeBody(body []byte) (*Text, error) {
 	}
 	t.buf = append(make([]byte, 0, tl), r.b[:tl]...)
 	r.b = r.b[tl:]
-	// Give live spans their text.
+	// Give live spans their text. ASCII text (most documents) needs no
+	// decoding: a code point is a byte.
 	off := 0
+	ascii := isASCII(t.buf)
 	for i := range t.spans {
 		s := &t.spans[i]
 		if s.deleted {
+			continue
+		}
+		if ascii {
+			if off+int(s.n) > len(t.buf) {
+				return nil, fmt.Errorf("%w: text shorter than spans", ErrCorrupt)
+			}
+			s.off, s.blen = uint32(off), s.n
+			off += int(s.n)
 			continue
 		}
 		start := off
@@ -571,4 +581,20 @@ func sortEntries(es, scratch []idEntry) []idEntry {
 		copy(es, src)
 	}
 	return scratch
+}
+
+// isASCII reports whether b holds only ASCII bytes, eight at a time.
+func isASCII(b []byte) bool {
+	for len(b) >= 8 {
+		if binary.LittleEndian.Uint64(b)&0x8080808080808080 != 0 {
+			return false
+		}
+		b = b[8:]
+	}
+	for _, c := range b {
+		if c >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
 }
