@@ -396,6 +396,7 @@ func (t *Text) precheck(d Delta) error {
 			}
 		}
 	}
+	hint := make([]int, len(d.Agents)) // per agent: the run found last
 	// lookup reports what the ID (delta agent a, seq) is: a character with
 	// its Lamport time, a delete (bad), or unknown.
 	const (
@@ -412,8 +413,13 @@ func (t *Text) precheck(d Delta) error {
 				return del, 0
 			}
 		}
-		rs := runs[canon[a]]
-		i := searchRuns(rs, seq)
+		ca := canon[a]
+		rs := runs[ca]
+		i := hint[ca]
+		if i >= len(rs) || rs[i].seq > seq || rs[i].seq+rs[i].n <= seq {
+			i = searchRuns(rs, seq)
+			hint[ca] = i
+		}
 		if i < len(rs) && rs[i].seq <= seq {
 			if rs[i].insert {
 				return char, rs[i].lamport + seq - rs[i].seq

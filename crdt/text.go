@@ -84,6 +84,7 @@ type Text struct {
 	self   uint32
 	clock  uint64      // highest Lamport time seen
 	slab   []deltaSlot // unused backing for local deltas; never shared by clones
+	lastID int32       // span handle findID found last (a hint, see findID)
 }
 
 // New returns an empty replica that edits as agent.
@@ -287,6 +288,13 @@ func (t *Text) slotOf(h int32) (int32, int) {
 
 // findID returns the span handle and offset holding seq of agent a.
 func (t *Text) findID(a uint32, seq uint32) (int32, uint32, bool) {
+	// Remote ops mostly name IDs next to the previous one; a span's fields
+	// always describe what it holds, so the cache validates itself.
+	if h := t.lastID; h < int32(len(t.spans)) {
+		if s := &t.spans[h]; s.agent == a && seq >= s.seq && seq < s.seq+s.n {
+			return h, seq - s.seq, true
+		}
+	}
 	if a >= uint32(len(t.agents)) {
 		return -1, 0, false
 	}
@@ -298,6 +306,7 @@ func (t *Text) findID(a uint32, seq uint32) (int32, uint32, bool) {
 	if seq >= s.seq+s.n {
 		return -1, 0, false
 	}
+	t.lastID = h
 	return h, seq - s.seq, true
 }
 
