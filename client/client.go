@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/lxzan/gws"
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/weft-sync/weft/crdt"
 	"github.com/weft-sync/weft/protocol"
@@ -164,6 +165,11 @@ func (c *Client) Open(docID string) (*Doc, error) {
 	}
 	d := newDoc(c, docID, crdt.New(c.agent))
 	if c.st != nil {
+		// Let writes still queued for this document (a Close just before)
+		// land first, so the state read is complete and its keys current.
+		if err := c.st.submit(func(*bolt.Tx) error { return nil }, true); err != nil {
+			return nil, err
+		}
 		sd, err := c.st.load(docID)
 		if err == nil {
 			err = d.restore(sd)
@@ -625,10 +631,13 @@ func (c *Client) tick(cn *conn, now time.Time, lastPing *time.Time) time.Time {
 	}
 	soon(last.Add(o.PingInterval))
 	soon(lastPing.Add(o.PingInterval))
-	// Rejoins the reader asked for.
-	due, at := cn.dueRejoins(now)
-	if len(due) > 0 {
-		c.join(cn, due)
+	// Rejoins the reader asked for, and sends the rates held back.
+	rejoins, flushes, at := cn.due(now)
+	if len(rejoins) > 0 {
+		c.join(cn, rejoins)
+	}
+	for _, d := range flushes {
+		d.flush(cn)
 	}
 	soon(at)
 	// Token refresh.

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/weft-sync/weft/client"
 	"github.com/weft-sync/weft/crdt"
 	"github.com/weft-sync/weft/protocol"
@@ -108,36 +110,68 @@ func TestOfflineEditsConverge(t *testing.T) {
 	}
 }
 
-func TestManyDocsOneJoin(t *testing.T) {
-	ts := startServer(t, syncer.ServerOptions{})
-	a := mustDial(t, ts.url(), fastOptions())
-	const n = 300 // more than one Join frame holds; fewer than a socket may join
-	var docs []*client.Doc
-	for i := range n {
-		d := mustOpen(t, a, "doc-"+strings.Repeat("x", i%7)+string(rune('a'+i%26))+itoa(i))
-		if err := d.Insert(0, itoa(i)); err != nil {
-			t.Fatal(err)
+// TestJoinBatches: the documents opened while offline join in one Join
+// frame per 256 once the server is up; those beyond the per-socket limit
+// are refused and reported, the others sync.
+func TestJoinBatches(t *testing.T) {
+	for _, n := range []int{200, 300} {
+		reg := prometheus.NewRegistry()
+		ts := newServer(t, syncer.ServerOptions{Metrics: syncer.NewMetrics(reg)})
+		a := mustDial(t, ts.url(), fastOptions())
+		var docs []*client.Doc
+		for i := range n {
+			d := mustOpen(t, a, "doc-"+itoa(i))
+			if err := d.Insert(0, itoa(i)); err != nil {
+				t.Fatal(err)
+			}
+			docs = append(docs, d)
 		}
-		docs = append(docs, d)
+		ts.start()
+		synced, refused := 0, 0
+		waitFor(t, 10*time.Second, "every doc synced or refused", func() bool {
+			synced, refused = 0, 0
+			for _, d := range docs {
+				switch st := d.Status(); {
+				case st.State == client.Synced:
+					synced++
+				case st.Err != nil:
+					refused++
+				}
+			}
+			return synced+refused == n
+		})
+		want := min(n, protocol.MaxDocsPerSocket)
+		if synced != want || refused != n-want {
+			t.Fatalf("%d docs: %d synced, %d refused", n, synced, refused)
+		}
+		if joins, wantJoins := framesOf(t, reg, "join"), (n+protocol.MaxDocsPerFrame-1)/protocol.MaxDocsPerFrame; joins != wantJoins {
+			t.Fatalf("%d docs: %d Join frames, want %d", n, joins, wantJoins)
+		}
+		_ = a.Close()
+		ts.stop()
 	}
-	// 300 documents exceed MaxDocsPerSocket (256): the rest are refused
-	// with too_many_docs and reported.
-	synced, refused := 0, 0
-	waitFor(t, 10*time.Second, "every doc synced or refused", func() bool {
-		synced, refused = 0, 0
-		for _, d := range docs {
-			switch st := d.Status(); {
-			case st.State == client.Synced:
-				synced++
-			case st.Err != nil:
-				refused++
+}
+
+// framesOf reads the server's count of received frames of a kind.
+func framesOf(t *testing.T, reg *prometheus.Registry, kind string) int {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "weft_frames_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "kind" && l.GetValue() == kind {
+					return int(m.GetCounter().GetValue())
+				}
 			}
 		}
-		return synced+refused == n
-	})
-	if synced != protocol.MaxDocsPerSocket || refused != n-protocol.MaxDocsPerSocket {
-		t.Fatalf("%d synced, %d refused", synced, refused)
 	}
+	return 0
 }
 
 func itoa(i int) string {
@@ -325,5 +359,66 @@ func TestBackoffCeiling(t *testing.T) {
 		if d := b.Delay(3); d < 0 || d > 800*time.Millisecond {
 			t.Fatalf("Delay(3) = %s", d)
 		}
+	}
+}
+
+// TestBacklogPacedToServerRate: a backlog made offline goes out within the
+// server's advertised ops rate, so none of it is dropped as rate_limited.
+func TestBacklogPacedToServerRate(t *testing.T) {
+	ts := newServer(t, syncer.ServerOptions{Limits: syncer.Limits{OpsPerSecond: 500, OpsBurst: 1000}})
+	a := mustDial(t, ts.url(), fastOptions())
+	errs := collectErrors(a)
+	d := mustOpen(t, a, "backlog")
+	for i := range 1500 {
+		if err := d.Insert(d.Len(), string(rune('a'+i%26))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ts.start()
+	start := time.Now()
+	waitSynced(t, d, 20*time.Second)
+	took := time.Since(start)
+	if took < 1500*time.Millisecond {
+		t.Errorf("1500 ops at 500/s went out in %s", took)
+	}
+	if got := serverText(t, ts.url(), "backlog"); got != d.Text() {
+		t.Fatalf("server has %d code points, client %d", len(got), d.Len())
+	}
+	_ = a.Close()
+	errs.wg.Wait()
+	if len(errs.list()) != 0 {
+		t.Fatalf("errors: %v", errs.list())
+	}
+}
+
+// TestTokenExpiredWithoutTokenFunc: a session whose token expires is closed
+// with 4001; without TokenFunc the client reports it and stops until it is
+// given a new token.
+func TestTokenExpiredWithoutTokenFunc(t *testing.T) {
+	ver := &expiringVerifier{now: time.Now, life: 300 * time.Millisecond}
+	ts := startServer(t, syncer.ServerOptions{Verifier: ver})
+	o := fastOptions()
+	o.Token = ver.issue()
+	a := mustDial(t, ts.url(), o)
+	errs := collectErrors(a)
+	d := mustOpen(t, a, "doc")
+	waitSynced(t, d, 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	waitFor(t, 5*time.Second, "the expiry to stop the client", func() bool { return d.Status().Err != nil })
+	err := d.WaitSynced(ctx)
+	var ce *client.Error
+	if !asError(err, &ce) || !ce.Halted || ce.Code != protocol.CodeTokenExpired || ce.Close != protocol.CloseTokenExpired {
+		t.Fatalf("WaitSynced = %v, want a halted token_expired (4001)", err)
+	}
+	if err := d.Insert(0, "offline meanwhile"); err != nil {
+		t.Fatal(err)
+	}
+	a.SetToken(ver.issueFor(time.Hour))
+	waitSynced(t, d, 5*time.Second)
+	_ = a.Close()
+	errs.wg.Wait()
+	if got := errs.list(); len(got) != 1 {
+		t.Fatalf("errors %v", got)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/lxzan/gws"
+	"golang.org/x/time/rate"
 
 	"github.com/weft-sync/weft/crdt"
 	"github.com/weft-sync/weft/protocol"
@@ -39,7 +40,12 @@ type conn struct {
 	fatal     *protocol.Error // the Error that ends the session
 	closeErr  error
 	rejoin    map[*Doc]time.Time
+	flushAt   map[*Doc]time.Time
 	nonce     uint64
+	// ops and bytes pace Delta frames to the rates the server advertised,
+	// so that a large backlog goes out as fast as the server takes it
+	// instead of being dropped as rate_limited. nil: unlimited.
+	ops, bytes *rate.Limiter
 }
 
 // flight is a Delta frame waiting for its Ack.
@@ -53,7 +59,7 @@ func newConn(c *Client) *conn {
 		c: c, dec: protocol.NewDecoder(), enc: protocol.NewEncoder(),
 		done: make(chan struct{}), poke: make(chan struct{}, 1),
 		flights: make(map[uint64]*flight), limits: protocol.DefaultLimits(),
-		rejoin: make(map[*Doc]time.Time),
+		rejoin: make(map[*Doc]time.Time), flushAt: make(map[*Doc]time.Time),
 	}
 	cn.last.Store(time.Now().UnixNano())
 	return cn
@@ -101,7 +107,38 @@ func (cn *conn) frameLimits() (maxOps, maxBytes int) {
 	if l := int(cn.limits.MaxFrameBytes); l > 0 {
 		maxBytes = min(maxBytes, l)
 	}
-	return maxOps, maxBytes / 2
+	maxBytes /= 2
+	if cn.ops != nil {
+		maxOps = min(maxOps, cn.ops.Burst())
+	}
+	if cn.bytes != nil {
+		maxBytes = min(maxBytes, cn.bytes.Burst()/2)
+	}
+	return maxOps, maxBytes
+}
+
+// admitLocked takes rate tokens for a frame of n ops and size bytes, or
+// says how long to wait for them.
+func (cn *conn) admitLocked(n, size int, now time.Time) time.Duration {
+	var r *rate.Reservation
+	if cn.ops != nil {
+		r = cn.ops.ReserveN(now, min(n, cn.ops.Burst()))
+		if d := r.DelayFrom(now); d > 0 {
+			r.CancelAt(now)
+			return d
+		}
+	}
+	if cn.bytes != nil {
+		rb := cn.bytes.ReserveN(now, min(size, cn.bytes.Burst()))
+		if d := rb.DelayFrom(now); d > 0 {
+			rb.CancelAt(now)
+			if r != nil {
+				r.CancelAt(now)
+			}
+			return d
+		}
+	}
+	return 0
 }
 
 // write queues a frame. Frames go out in the order write is called.
@@ -120,54 +157,38 @@ func (cn *conn) writeLocked(f protocol.Frame) error {
 	return nil
 }
 
-// sendDelta sends ops of d under the next client seq; entries are the
-// pending entries it carries, acknowledged with it.
-func (cn *conn) sendDelta(d *Doc, delta crdt.Delta, entries []*entry) {
+// sendDelta sends ops of d under the next client seq, if the server's
+// rates allow it now; otherwise it sends nothing and says how long to
+// wait. entries are the pending entries it carries, acknowledged with it.
+func (cn *conn) sendDelta(d *Doc, delta crdt.Delta, entries []*entry) time.Duration {
 	cn.mu.Lock()
-	cn.seq++
-	err := cn.writeLocked(&protocol.Delta{Doc: d.id, ClientSeq: cn.seq, Delta: delta})
+	b, err := cn.enc.Encode(nil, &protocol.Delta{Doc: d.id, ClientSeq: cn.seq + 1, Delta: delta})
 	if err == nil {
+		if wait := cn.admitLocked(len(delta.Ops), len(b), time.Now()); wait > 0 {
+			cn.mu.Unlock()
+			return wait
+		}
+		cn.seq++
 		cn.flights[cn.seq] = &flight{doc: d, entries: entries}
-	} else {
-		cn.seq--
+		cn.ws.WriteAsync(gws.OpcodeBinary, b, nil)
 	}
 	cn.mu.Unlock()
 	if err != nil {
+		// A bug, not a condition: what cannot be encoded is never sent.
 		cn.c.report(&Error{Doc: d.id, Err: err, Message: "cannot encode a delta"})
 	}
+	return 0
 }
 
-// sendEntries sends pending entries, packed into as few frames as the
-// limits allow.
-func (cn *conn) sendEntries(d *Doc, entries []*entry) {
-	maxOps, maxBytes := cn.frameLimits()
-	var w deltaWriter
-	var group []*entry
-	size := 0
-	flush := func() {
-		switch len(group) {
-		case 0:
-			return
-		case 1:
-			cn.sendDelta(d, group[0].delta, group)
-		default:
-			cn.sendDelta(d, w.d, group)
-		}
-		w, group, size = deltaWriter{}, nil, 0
+// requestFlush asks the run loop to send d's queue again after wait.
+func (cn *conn) requestFlush(d *Doc, wait time.Duration) {
+	cn.mu.Lock()
+	at := time.Now().Add(wait)
+	if cur, ok := cn.flushAt[d]; !ok || at.Before(cur) {
+		cn.flushAt[d] = at
 	}
-	for _, e := range entries {
-		if e.done {
-			continue
-		}
-		n := deltaBytes(&e.delta)
-		if len(group) > 0 && (len(w.d.Ops)+e.ops > maxOps || size+n > maxBytes) {
-			flush()
-		}
-		w.addAll(&e.delta)
-		group = append(group, e)
-		size += n
-	}
-	flush()
+	cn.mu.Unlock()
+	cn.pokeLoop()
 }
 
 // requestRejoin asks the run loop to join d again after wait.
@@ -181,22 +202,24 @@ func (cn *conn) requestRejoin(d *Doc, wait time.Duration) {
 	cn.pokeLoop()
 }
 
-// dueRejoins takes the documents whose rejoin is due and returns when the
-// next one is.
-func (cn *conn) dueRejoins(now time.Time) ([]*Doc, time.Time) {
+// due takes the documents whose rejoin or flush is due and returns when
+// the next one is.
+func (cn *conn) due(now time.Time) (rejoins, flushes []*Doc, next time.Time) {
 	cn.mu.Lock()
 	defer cn.mu.Unlock()
-	var due []*Doc
-	var next time.Time
-	for d, at := range cn.rejoin {
-		if !at.After(now) {
-			due = append(due, d)
-			delete(cn.rejoin, d)
-		} else if next.IsZero() || at.Before(next) {
-			next = at
+	take := func(m map[*Doc]time.Time) []*Doc {
+		var out []*Doc
+		for d, at := range m {
+			if !at.After(now) {
+				out = append(out, d)
+				delete(m, d)
+			} else if next.IsZero() || at.Before(next) {
+				next = at
+			}
 		}
+		return out
 	}
-	return due, next
+	return take(cn.rejoin), take(cn.flushAt), next
 }
 
 func (cn *conn) deadline() time.Time {
@@ -297,6 +320,14 @@ func (cn *conn) onWelcome(f *protocol.Welcome, now time.Time) {
 	cn.mu.Lock()
 	cn.isWelcome = true
 	cn.limits = f.Limits
+	if r := int(f.Limits.OpsPerSecond); r > 0 {
+		// The server's bucket holds at least twice its rate; a bucket of
+		// one second's worth stays inside it.
+		cn.ops = rate.NewLimiter(rate.Limit(r), max(r, 1))
+	}
+	if r := int(f.Limits.BytesPerSecond); r > 0 {
+		cn.bytes = rate.NewLimiter(rate.Limit(r), max(r, protocol.MaxFrameBytes/2))
+	}
 	cn.scheduleRefreshLocked(f.ExpiresAt, now)
 	cn.mu.Unlock()
 	c := cn.c
@@ -364,6 +395,13 @@ func (cn *conn) onError(f *protocol.Error) {
 			// the server lacks) once the server says it may.
 			if d != nil {
 				cn.requestRejoin(d, max(retry, 100*time.Millisecond))
+			}
+		default:
+			// invalid_delta, doc_too_large, forbidden, not_joined: the
+			// server will not take these ops; stop sending until the
+			// next connection, and say why in the document's status.
+			if d != nil {
+				d.refuse(cn, e)
 			}
 		}
 		c.report(e)

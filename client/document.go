@@ -116,7 +116,8 @@ type entry struct {
 	delta  crdt.Delta
 	lo, hi uint64 // own seqs covered
 	ops    int
-	done   bool // acknowledged
+	done   bool  // acknowledged
+	sent   *conn // the connection it was last sent on
 }
 
 type localPresence struct {
@@ -145,14 +146,15 @@ type Doc struct {
 
 	mu       sync.Mutex
 	text     *crdt.Text
-	pending  []*entry // in creation order, so in own-seq order
-	unacked  int      // ops in pending
-	nextKey  uint64   // last state key handed out
-	logN     int      // log entries since the last snapshot
-	conn     *conn    // the connection the doc is joined on, or nil
-	synced   bool     // the last Sync part of the join on conn arrived
-	err      *Error   // the join on conn was refused
-	broken   error    // sync stopped for good (ErrState, ErrAgentReused)
+	pending  []*entry     // in creation order, so in own-seq order
+	unacked  int          // ops in pending
+	nextKey  uint64       // last state key handed out
+	logN     int          // log entries since the last snapshot
+	conn     *conn        // the connection the doc is joined on, or nil
+	synced   bool         // the last Sync part of the join on conn arrived
+	outbox   []crdt.Delta // ops of others the server lacks, to send on conn
+	err      *Error       // the join on conn was refused
+	broken   error        // sync stopped for good (ErrState, ErrAgentReused)
 	closed   bool
 	changed  chan struct{} // closed and replaced on every status change
 	events   []Event
@@ -309,9 +311,7 @@ func (d *Doc) edit(ch crdt.Change, fn func(t *crdt.Text) (crdt.Delta, error)) er
 	for _, e := range entries {
 		d.unacked += e.ops
 	}
-	if d.conn != nil && d.synced && d.err == nil {
-		d.conn.sendEntries(d, entries)
-	}
+	d.flushLocked()
 	if d.c.opts.OnChange != nil {
 		d.events = append(d.events, Event{Doc: d, Origin: Local, Changes: []crdt.Change{ch}, Delta: delta})
 	}
@@ -437,6 +437,7 @@ func (d *Doc) attachLocked(cn *conn) {
 	d.conn = cn
 	d.synced = false
 	d.err = nil
+	d.outbox = nil
 	d.peers = nil
 	d.ttl = cn.presenceTTL()
 	if d.presence.set {
@@ -456,6 +457,7 @@ func (d *Doc) detach(cn *conn) {
 	d.conn = nil
 	d.synced = false
 	d.err = nil
+	d.outbox = nil
 	had := len(d.peers) > 0
 	d.peers = nil
 	if had && d.c.opts.OnPresence != nil {
@@ -497,19 +499,23 @@ func (d *Doc) onSync(cn *conn, f *protocol.Sync) {
 	}
 	if !f.More {
 		d.synced = true
-		d.sendLackingLocked(cn, f.Version)
-		d.conn.sendEntries(d, d.pending)
+		d.outbox = d.lackingLocked(cn, f.Version)
+		for _, e := range d.pending {
+			e.sent = nil // the server may lack them: resend all
+		}
+		d.flushLocked()
 		d.notifyLocked()
 	}
 	d.mu.Unlock()
 	d.dispatch()
 }
 
-// sendLackingLocked sends the ops of other agents the server lacks
-// (version sv): ones it lost, say in a crash after relaying them to us.
-// Our own ops the server lacks are in pending, which goes next; if the
-// server lost acknowledged ops of ours (it should not), they go here too.
-func (d *Doc) sendLackingLocked(cn *conn, sv crdt.Version) {
+// lackingLocked returns the ops of other agents the server lacks
+// (version sv), split into frames: ones it lost, say in a crash after
+// relaying them to us. Our own ops the server lacks are pending entries,
+// which go after them; if the server lost acknowledged ops of ours (it
+// should not), they go here too.
+func (d *Doc) lackingLocked(cn *conn, sv crdt.Version) []crdt.Delta {
 	me := d.c.agent
 	firstPending := d.text.Next(me)
 	if len(d.pending) > 0 {
@@ -521,12 +527,71 @@ func (d *Doc) sendLackingLocked(cn *conn, sv crdt.Version) {
 	}
 	lacking := d.text.Since(v)
 	if lacking.Empty() {
-		return
+		return nil
 	}
 	maxOps, maxBytes := cn.frameLimits()
-	for _, part := range splitDelta(lacking, maxOps, maxBytes) {
-		cn.sendDelta(d, part, nil)
+	return splitDelta(lacking, maxOps, maxBytes)
+}
+
+// flushLocked sends, on the document's connection, what it owes the
+// server: the outbox, then every pending entry not sent there yet, packed
+// into as few frames as the limits allow and paced to the server's rates.
+// When it must wait, it asks the run loop to call it again.
+func (d *Doc) flushLocked() {
+	cn := d.conn
+	if cn == nil || !d.synced || d.err != nil || d.broken != nil {
+		return
 	}
+	for len(d.outbox) > 0 {
+		if wait := cn.sendDelta(d, d.outbox[0], nil); wait > 0 {
+			cn.requestFlush(d, wait)
+			return
+		}
+		d.outbox = d.outbox[1:]
+	}
+	maxOps, maxBytes := cn.frameLimits()
+	var w deltaWriter
+	var group []*entry
+	size := 0
+	send := func() bool {
+		delta := w.d
+		if len(group) == 1 {
+			delta = group[0].delta
+		}
+		if wait := cn.sendDelta(d, delta, group); wait > 0 {
+			cn.requestFlush(d, wait)
+			return false
+		}
+		for _, e := range group {
+			e.sent = cn
+		}
+		w, group, size = deltaWriter{}, nil, 0
+		return true
+	}
+	for _, e := range d.pending {
+		if e.done || e.sent == cn {
+			continue
+		}
+		n := deltaBytes(&e.delta)
+		if len(group) > 0 && (len(w.d.Ops)+e.ops > maxOps || size+n > maxBytes) && !send() {
+			return
+		}
+		w.addAll(&e.delta)
+		group = append(group, e)
+		size += n
+	}
+	if len(group) > 0 {
+		send()
+	}
+}
+
+// flush is flushLocked for the run loop.
+func (d *Doc) flush(cn *conn) {
+	d.mu.Lock()
+	if d.conn == cn {
+		d.flushLocked()
+	}
+	d.mu.Unlock()
 }
 
 func (d *Doc) onUpdate(cn *conn, f *protocol.Update) {
@@ -579,7 +644,8 @@ func (d *Doc) onAck(entries []*entry) {
 	d.mu.Unlock()
 }
 
-// refuse records that the server refused the join on cn.
+// refuse records that the server refused the join on cn, or refused the
+// document's deltas: nothing more is sent for it on cn.
 func (d *Doc) refuse(cn *conn, e *Error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()

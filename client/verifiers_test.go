@@ -29,7 +29,9 @@ type expiringVerifier struct {
 	exps map[string]time.Time
 }
 
-func (v *expiringVerifier) issue() string {
+func (v *expiringVerifier) issue() string { return v.issueFor(v.life) }
+
+func (v *expiringVerifier) issueFor(life time.Duration) string {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.exps == nil {
@@ -37,7 +39,7 @@ func (v *expiringVerifier) issue() string {
 	}
 	v.n++
 	tok := fmt.Sprintf("tok-%d", v.n)
-	v.exps[tok] = v.now().Add(v.life)
+	v.exps[tok] = v.now().Add(life)
 	return tok
 }
 
