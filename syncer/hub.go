@@ -564,6 +564,8 @@ func (a *actor) handle(m msg) {
 func (a *actor) flush() {
 	e := a.eng
 	if !e.HasReady() {
+		// Nothing new, but a failed append may be due for its retry.
+		a.startPersist()
 		return
 	}
 	rd := e.Ready()
@@ -669,6 +671,8 @@ func (a *actor) persisted(r persistDone) {
 		a.snap = nil
 		if r.err != nil {
 			h.opts.Logger.Warn("snapshot failed", "doc", a.doc, "seq", r.upto, "err", r.err)
+			// The engine asks again at once; pace it like a failed append.
+			a.retryAt = now.Add(h.opts.PersistRetry)
 		}
 		a.eng.Step(now, SnapshotIn{Seq: r.upto, Err: r.err})
 		return
