@@ -118,11 +118,16 @@ func (s *Server) ServeWS(w http.ResponseWriter, r *http.Request) {
 		s.forget(p)
 		return
 	}
-	p.conn = conn
+	p.conn.Store(conn)
 	p.sess.armExpiry() // only now can the timers close the connection
 	p.sess.armHello()
 	s.met.connections.Inc()
 	go conn.ReadLoop()
+	if s.Draining() {
+		// Shutdown began during the handshake and could not reach this
+		// connection yet.
+		p.goingAway("server shutting down", uint32(s.opts.GoingAwayRetry.Milliseconds()))
+	}
 }
 
 // authenticate returns the claims for a connection, or the HTTP status and
@@ -224,16 +229,18 @@ func (t *wsTransport) OnMessage(c *gws.Conn, m *gws.Message) {
 // wsPeer queues frames on a gws connection within a byte budget.
 type wsPeer struct {
 	srv     *Server
-	conn    *gws.Conn
+	conn    atomic.Pointer[gws.Conn] // set once the upgrade succeeded
 	sess    *Session
 	ip      string
 	budget  int64
 	pending atomic.Int64
 	closed  atomic.Bool
+	away    atomic.Bool // told to go away
 }
 
 func (p *wsPeer) Send(b []byte) bool {
-	if p.closed.Load() || p.conn == nil {
+	c := p.conn.Load()
+	if p.closed.Load() || c == nil {
 		return false
 	}
 	n := int64(len(b))
@@ -243,17 +250,17 @@ func (p *wsPeer) Send(b []byte) bool {
 		p.cutWith(protocol.CodeSlowConsumer, "slow consumer: too many bytes queued")
 		return false
 	}
-	p.conn.WriteAsync(gws.OpcodeBinary, b, func(error) { p.pending.Add(-n) })
+	c.WriteAsync(gws.OpcodeBinary, b, func(error) { p.pending.Add(-n) })
 	return true
 }
 
 // Close queues a close after the frames already queued (an Error frame
 // before it reaches the client first).
 func (p *wsPeer) Close(code protocol.ErrorCode, reason string) {
-	if p.conn == nil || !p.closed.CompareAndSwap(false, true) {
+	c := p.conn.Load()
+	if c == nil || !p.closed.CompareAndSwap(false, true) {
 		return
 	}
-	c := p.conn
 	_ = c.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	c.Async(func() { _ = c.WriteClose(uint16(code.CloseCode()), []byte(reason)) })
 }
@@ -261,10 +268,10 @@ func (p *wsPeer) Close(code protocol.ErrorCode, reason string) {
 // cutWith closes at once, without waiting for the queue: for a peer that
 // is not reading, waiting is the problem.
 func (p *wsPeer) cutWith(code protocol.ErrorCode, reason string) {
-	if p.conn == nil || !p.closed.CompareAndSwap(false, true) {
+	c := p.conn.Load()
+	if c == nil || !p.closed.CompareAndSwap(false, true) {
 		return
 	}
-	c := p.conn
 	_ = c.SetWriteDeadline(time.Now().Add(time.Second))
 	p.srv.wg.Add(1)
 	go func() {
@@ -276,12 +283,15 @@ func (p *wsPeer) cutWith(code protocol.ErrorCode, reason string) {
 func (p *wsPeer) cut() { p.cutWith(protocol.CodeGoingAway, "server shutting down") }
 
 func (p *wsPeer) ping() {
-	if p.conn != nil && !p.closed.Load() {
-		p.conn.WriteAsync(gws.OpcodePing, nil, nil)
+	if c := p.conn.Load(); c != nil && !p.closed.Load() {
+		c.WriteAsync(gws.OpcodePing, nil, nil)
 	}
 }
 
 func (p *wsPeer) goingAway(reason string, retryMs uint32) {
+	if p.conn.Load() == nil || !p.away.CompareAndSwap(false, true) {
+		return
+	}
 	if b, err := protocol.Encode(nil, &protocol.GoingAway{Reason: reason, RetryAfterMs: retryMs}); err == nil {
 		p.Send(b)
 	}
