@@ -9,6 +9,7 @@ package syncer
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"net"
@@ -16,6 +17,7 @@ import (
 	"strconv"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/lxzan/gws"
 
@@ -202,20 +204,29 @@ func (t *wsTransport) OnClose(c *gws.Conn, err error) {
 	t.srv.forget(p)
 }
 
+// renew extends the read deadline on traffic, unless the connection is
+// closing: then the deadline Close set bounds the wait for the client's
+// close frame.
+func (t *wsTransport) renew(c *gws.Conn) {
+	if p := peerOf(c); p != nil && !p.closed.Load() {
+		_ = c.SetReadDeadline(t.deadline())
+	}
+}
+
 func (t *wsTransport) OnPing(c *gws.Conn, payload []byte) {
-	_ = c.SetReadDeadline(t.deadline())
+	t.renew(c)
 	_ = c.WritePong(payload)
 }
 
-func (t *wsTransport) OnPong(c *gws.Conn, _ []byte) { _ = c.SetReadDeadline(t.deadline()) }
+func (t *wsTransport) OnPong(c *gws.Conn, _ []byte) { t.renew(c) }
 
 func (t *wsTransport) OnMessage(c *gws.Conn, m *gws.Message) {
 	defer m.Close()
-	_ = c.SetReadDeadline(t.deadline())
 	p := peerOf(c)
-	if p == nil {
-		return
+	if p == nil || p.closed.Load() {
+		return // closing: frames that were already on their way are ignored
 	}
+	_ = c.SetReadDeadline(t.deadline())
 	if m.Opcode != gws.OpcodeBinary {
 		p.sess.fail(protocol.CodeMalformed, "", 0, 0, "protocol v1 frames are binary messages")
 		return
@@ -254,15 +265,33 @@ func (p *wsPeer) Send(b []byte) bool {
 	return true
 }
 
-// Close queues a close after the frames already queued (an Error frame
-// before it reaches the client first).
+// closeWait bounds how long a closing connection waits for the client's
+// close frame.
+const closeWait = 5 * time.Second
+
+// Close queues a close frame after the frames already queued (an Error
+// frame before it reaches the client first), then waits up to closeWait
+// for the client's close frame, on which gws closes the socket. Closing the
+// socket at once would reset it whenever the client's frames are still
+// unread (a client that is sending), and the client would lose what was
+// queued before the close, the Error or GoingAway frame and the close code
+// included.
 func (p *wsPeer) Close(code protocol.ErrorCode, reason string) {
 	c := p.conn.Load()
 	if c == nil || !p.closed.CompareAndSwap(false, true) {
 		return
 	}
-	_ = c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	c.Async(func() { _ = c.WriteClose(uint16(code.CloseCode()), []byte(reason)) })
+	_ = c.SetWriteDeadline(time.Now().Add(closeWait))
+	c.Async(func() {
+		payload := binary.BigEndian.AppendUint16(nil, uint16(code.CloseCode()))
+		r := reason[:min(len(reason), 123)] // a control frame holds 125 bytes
+		for !utf8.ValidString(r) {
+			r = r[:len(r)-1]
+		}
+		payload = append(payload, r...)
+		_ = c.WriteMessage(gws.OpcodeCloseConnection, payload)
+		_ = c.SetReadDeadline(time.Now().Add(closeWait))
+	})
 }
 
 // cutWith closes at once, without waiting for the queue: for a peer that
