@@ -631,24 +631,15 @@ func (e *Engine) apply(d crdt.Delta, who Author, agent crdt.AgentKey, from proto
 }
 
 // record logs and broadcasts ops just applied, returning their seq.
+//
+// A change too big for one Update frame (a long paste, a delete across a
+// fragmented range, many authors) becomes several records, each within
+// the protocol's limits; the returned seq is the last one.
 func (e *Engine) record(d crdt.Delta, who Author, agent crdt.AgentKey, from protocol.SessionID, changes []crdt.Change) uint64 {
-	e.lastSeq++
+	for _, part := range splitDelta(d, protocol.MaxOpsPerFrame, protocol.MaxFrameBytes/2) {
+		e.recordPart(part, who, agent, from)
+	}
 	seq := e.lastSeq
-	u := &protocol.Update{Doc: e.doc, Seq: seq, Author: agent, Delta: d}
-	frame, err := e.enc.Encode(nil, u)
-	if err != nil {
-		panic(fmt.Sprintf("syncer: encode update: %v", err))
-	}
-	ops, ins, del := stats(d)
-	a := Audit{Seq: seq, Time: e.now.UTC(), Subject: who.Subject, Name: who.Name, Agent: agent.String(), Ops: ops, Inserted: ins, Deleted: del}
-	e.rd.Records = append(e.rd.Records, Record{Seq: seq, Data: encodeRecord(a, frame)})
-	e.audit = append(e.audit, a)
-	if len(e.audit) > e.opts.AuditKeep {
-		e.audit = append(e.audit[:0], e.audit[len(e.audit)-e.opts.AuditKeep:]...)
-	}
-	if len(e.members) > 0 && !(len(e.members) == 1 && e.members[from] != nil) {
-		e.rd.Broadcasts = append(e.rd.Broadcasts, Broadcast{Except: from, Frame: frame})
-	}
 	if len(e.sinks) > 0 {
 		ev := updateEvent{Edits: toEdits(changes), Version: seq, Author: who.Subject}
 		e.history = append(e.history, sinkUpdate{seq: seq, data: ev})
@@ -662,6 +653,28 @@ func (e *Engine) record(d crdt.Delta, who Author, agent crdt.AgentKey, from prot
 		e.history = e.history[:0]
 	}
 	return seq
+}
+
+// recordPart logs and broadcasts one frame's worth of a change.
+func (e *Engine) recordPart(d crdt.Delta, who Author, agent crdt.AgentKey, from protocol.SessionID) {
+	e.lastSeq++
+	seq := e.lastSeq
+	u := &protocol.Update{Doc: e.doc, Seq: seq, Author: agent, Delta: d}
+	frame, err := e.enc.Encode(nil, u)
+	if err != nil {
+		// splitDelta keeps every part within the limits; this is a bug.
+		panic(fmt.Sprintf("syncer: encode update: %v", err))
+	}
+	ops, ins, del := stats(d)
+	a := Audit{Seq: seq, Time: e.now.UTC(), Subject: who.Subject, Name: who.Name, Agent: agent.String(), Ops: ops, Inserted: ins, Deleted: del}
+	e.rd.Records = append(e.rd.Records, Record{Seq: seq, Data: encodeRecord(a, frame)})
+	e.audit = append(e.audit, a)
+	if len(e.audit) > e.opts.AuditKeep {
+		e.audit = append(e.audit[:0], e.audit[len(e.audit)-e.opts.AuditKeep:]...)
+	}
+	if len(e.members) > 0 && !(len(e.members) == 1 && e.members[from] != nil) {
+		e.rd.Broadcasts = append(e.rd.Broadcasts, Broadcast{Except: from, Frame: frame})
+	}
 }
 
 func toEdits(cs []crdt.Change) []Edit {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -450,34 +451,93 @@ func (a *actor) run() {
 	stopping := false
 	stop := a.stop
 	for {
-		a.flush()
+		if !a.safe(a.flush) {
+			a.crash()
+			return
+		}
 		if a.maybeExit(stopping) {
 			return
 		}
 		a.armTimer(timer)
+		ok := true
 		select {
 		case m := <-a.inbox:
-			a.handle(m)
-			// Drain what else is queued before flushing: one flush (one
-			// append, one broadcast per peer) per burst.
-			for n := 0; n < 256; n++ {
-				select {
-				case m := <-a.inbox:
-					a.handle(m)
-					continue
-				default:
+			ok = a.safe(func() {
+				a.handle(m)
+				// Drain what else is queued before flushing: one flush (one
+				// append, one broadcast per peer) per burst.
+				for n := 0; n < 256; n++ {
+					select {
+					case m := <-a.inbox:
+						a.handle(m)
+						continue
+					default:
+					}
+					break
 				}
-				break
-			}
+			})
 		case r := <-a.persist:
-			a.persisted(r)
+			ok = a.safe(func() { a.persisted(r) })
 		case <-timer.C:
-			a.eng.Step(h.opts.Now(), TickIn{})
+			ok = a.safe(func() { a.eng.Step(h.opts.Now(), TickIn{}) })
 		case <-a.wake:
 		case <-stop:
 			stopping = true
 			stop = nil
 		}
+		if !ok {
+			a.crash()
+			return
+		}
+	}
+}
+
+// safe runs fn and reports false if it panicked. A panic means a bug met
+// input nobody foresaw; it must cost one document, not the process.
+func (a *actor) safe(fn func()) (ok bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			a.hub.opts.Logger.Error("document crashed", "doc", a.doc, "panic", r, "stack", string(debug.Stack()))
+			a.hub.opts.Metrics.errors.WithLabelValues("panic").Inc()
+			ok = false
+		}
+	}()
+	fn()
+	return true
+}
+
+// crash takes a document that panicked out of service: its members are
+// closed (they reconnect and reload it from the log), and what it had
+// already handed to the log is still written, since those records came
+// from steps that completed. Nothing the panicking step did is kept.
+func (a *actor) crash() {
+	h := a.hub
+	h.mu.Lock()
+	if h.docs[a.doc] == a {
+		delete(h.docs, a.doc)
+	}
+	h.mu.Unlock()
+	a.closeAll(protocol.CodeInternal, "document failed; reconnect")
+	for a.inflight || len(a.queue) > 0 {
+		if !a.inflight {
+			a.retryAt = time.Time{}
+			a.startPersist()
+		}
+		r := <-a.persist
+		a.inflight = false
+		if r.snap {
+			a.snap = nil
+			continue
+		}
+		if r.err != nil {
+			h.opts.Logger.Error("crashed document: append failed, records dropped", "doc", a.doc, "err", r.err)
+			return
+		}
+		k := 0
+		for k < len(a.queue) && a.queue[k].Seq <= r.upto {
+			k++
+		}
+		a.queue = a.queue[k:]
 	}
 }
 
