@@ -2,11 +2,15 @@ package syncer_test
 
 import (
 	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync"
 	"testing"
 
 	"go.uber.org/goleak"
 
 	"github.com/weft-sync/weft/crdt"
+	"github.com/weft-sync/weft/protocol"
 	"github.com/weft-sync/weft/syncer"
 )
 
@@ -30,5 +34,109 @@ func TestServer_TwoClientsConverge(t *testing.T) {
 	b.waitFor(func() bool { return b.docs["doc"].Len() == 40 }, "b to hold 40 chars")
 	if a.text("doc") != b.text("doc") {
 		t.Fatalf("diverged: %q vs %q", a.text("doc"), b.text("doc"))
+	}
+}
+
+// TestServer_Converge has n clients edit one document concurrently with
+// random inserts and deletes of multi-byte and astral text. Every replica
+// must end identical, every delta acked, and a fresh client must read the
+// same text back.
+func TestServer_Converge(t *testing.T) {
+	for _, tc := range []struct{ clients, edits int }{{2, 60}, {10, 25}, {50, 8}} {
+		t.Run(fmt.Sprintf("clients=%d", tc.clients), func(t *testing.T) {
+			rng := newRand(t)
+			ts := startServer(t, t.TempDir(), syncer.Options{}, syncer.ServerOptions{})
+			clients := make([]*wsClient, tc.clients)
+			seeds := make([]uint64, tc.clients)
+			for i := range clients {
+				clients[i] = mustDial(t, ts.url)
+				clients[i].join("doc")
+				seeds[i] = rng.Uint64()
+			}
+			var wg sync.WaitGroup
+			errs := make(chan error, tc.clients)
+			for i, c := range clients {
+				r := rand.New(rand.NewPCG(seeds[i], uint64(i)))
+				wg.Go(func() {
+					for range tc.edits {
+						if _, err := c.tryEdit("doc", func(x *crdt.Text) (crdt.Delta, error) { return randEdit(r, x) }); err != nil {
+							errs <- err
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Fatal(err)
+			}
+			for _, c := range clients {
+				c.waitAcked()
+			}
+			// Every client has acks for all its deltas; the server's version
+			// is the union of everybody's, which each client reaches.
+			want := crdt.Version{}
+			for _, c := range clients {
+				for k, v := range c.version("doc") {
+					want[k] = max(want[k], v)
+				}
+			}
+			for i, c := range clients {
+				c.waitFor(func() bool { return c.docs["doc"].Version().Covers(want) }, fmt.Sprintf("client %d to catch up", i))
+			}
+			text := clients[0].text("doc")
+			for i, c := range clients {
+				if got := c.text("doc"); got != text {
+					t.Fatalf("client %d diverged:\n%q\nvs\n%q", i, got, text)
+				}
+			}
+			back := readBack(t, ts.url, "doc")["doc"]
+			if back.String() != text || !back.Version().Equal(want) {
+				t.Fatalf("read back %q (%v), want %q (%v)", back.String(), back.Version(), text, want)
+			}
+		})
+	}
+}
+
+// TestServer_ManyDocsPerSocket joins several documents with one Join, edits
+// them all, and resyncs all of them in one Join after a reconnect.
+func TestServer_ManyDocsPerSocket(t *testing.T) {
+	ts := startServer(t, t.TempDir(), syncer.Options{}, syncer.ServerOptions{})
+	docs := []string{"d1", "d2", "d3", "d4", "d5"}
+	a, b := mustDial(t, ts.url), mustDial(t, ts.url)
+	a.join(docs...)
+	b.join(docs...)
+	if n := len(ofKind[*protocol.Sync](a.frames)); n != len(docs) {
+		t.Fatalf("%d syncs for %d docs", n, len(docs))
+	}
+	for i, d := range docs {
+		a.edit(d, func(r *crdt.Text) (crdt.Delta, error) { return r.Insert(0, strings.Repeat("é", i+1)) })
+	}
+	a.waitAcked()
+	for i, d := range docs {
+		b.waitFor(func() bool { return b.docs[d].Len() == i+1 }, "b to see "+d)
+	}
+	// b goes offline; a keeps editing; b edits offline; b resyncs all.
+	b.disconnect()
+	for _, d := range docs {
+		a.edit(d, func(r *crdt.Text) (crdt.Delta, error) { return r.Insert(r.Len(), "A") })
+		b.editOffline(d, func(r *crdt.Text) (crdt.Delta, error) { return r.Insert(0, "😀") })
+	}
+	a.waitAcked()
+	b.reconnect()
+	b.join(docs...)
+	b.flushUnsent()
+	b.waitAcked()
+	for i, d := range docs {
+		want := "😀" + strings.Repeat("é", i+1) + "A"
+		b.waitFor(func() bool { return b.docs[d].String() == want }, "b's "+d)
+		a.waitFor(func() bool { return a.docs[d].String() == want }, "a's "+d)
+	}
+	back := readBack(t, ts.url, docs...)
+	for i, d := range docs {
+		if got, want := back[d].String(), "😀"+strings.Repeat("é", i+1)+"A"; got != want {
+			t.Fatalf("%s read back %q, want %q", d, got, want)
+		}
 	}
 }
