@@ -547,7 +547,9 @@ func run1(c *serveConfig, log *slog.Logger, sigc <-chan os.Signal) error {
 
 	var draining atomic.Bool
 	mux := http.NewServeMux()
-	mountAPI(mux, srv)
+	// The API serves every path under /v1/, the WebSocket endpoint
+	// (/v1/ws) included, with JSON errors of its own.
+	mux.Handle("/v1/", srv.APIHandler())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		plain(w, http.StatusOK, "ok")
 	})
@@ -663,16 +665,6 @@ func run1(c *serveConfig, log *slog.Logger, sigc <-chan os.Signal) error {
 	}
 	log.Info("stopped cleanly")
 	return nil
-}
-
-// mountAPI puts the syncer's HTTP surface under /v1/: the whole API when
-// the server has one, the WebSocket endpoint at least.
-func mountAPI(mux *http.ServeMux, srv *syncer.Server) {
-	if a, ok := any(srv).(interface{ APIHandler() http.Handler }); ok {
-		mux.Handle("/v1/", a.APIHandler())
-		return
-	}
-	mux.HandleFunc("GET /v1/ws", srv.ServeWS)
 }
 
 func plain(w http.ResponseWriter, status int, body string) {

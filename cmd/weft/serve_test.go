@@ -451,16 +451,11 @@ func readText(t testing.TB, wsURL, doc string) string {
 	return s
 }
 
-// hasAPI says whether syncer.Server has the HTTP API yet; until then serve
-// mounts only the WebSocket endpoint under /v1/.
-var hasAPI = func() bool {
-	_, ok := any((*syncer.Server)(nil)).(interface{ APIHandler() http.Handler })
-	return ok
-}()
-
+// requireAPI skips t when the server lacks the HTTP API under /v1/.
 func requireAPI(t *testing.T) {
-	if !hasAPI {
-		t.Skip("syncer.Server has no APIHandler yet")
+	t.Helper()
+	if _, ok := any((*syncer.Server)(nil)).(interface{ APIHandler() http.Handler }); !ok {
+		t.Skip("syncer.Server has no APIHandler")
 	}
 }
 
@@ -779,12 +774,58 @@ func TestServe_GracefulShutdown(t *testing.T) {
 	if got := readText(t, p2.ws, "doc"); got != text {
 		t.Errorf("after restart: %q, want %q", got, text)
 	}
-	if hasAPI {
-		if code, _, body := get(t, nil, p2.url+"/v1/docs/doc"); code != 200 || !strings.Contains(body, `"text":"`+text+`"`) {
-			t.Errorf("GET /v1/docs/doc after restart: %d %q", code, body)
-		}
+	if code, _, body := get(t, nil, p2.url+"/v1/docs/doc"); code != 200 || !strings.Contains(body, `"text":"`+text+`"`) {
+		t.Errorf("GET /v1/docs/doc after restart: %d %q", code, body)
 	}
 	p2.stop()
+}
+
+// TestServe_ShutdownEndsStreams checks that open Server-Sent Events
+// streams do not hold a graceful shutdown until its deadline: the
+// deadline here is far beyond the test's wait limit.
+func TestServe_ShutdownEndsStreams(t *testing.T) {
+	requireAPI(t)
+	p := startServe(t, nil, "--addr", "127.0.0.1:0", "--data", t.TempDir(), "--shutdown-timeout", "10m")
+	resp, err := http.Post(p.url+"/v1/docs/watched/edits", "application/json", strings.NewReader(`{"edits":[{"pos":0,"insert":"x"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("creating the document: %d", resp.StatusCode)
+	}
+	var bodies []io.ReadCloser
+	for _, path := range []string{"/v1/docs/watched/events", "/v1/dashboard/events"} {
+		resp, err := http.Get(p.url + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+			t.Fatalf("%s: %d %s", path, resp.StatusCode, resp.Header.Get("Content-Type"))
+		}
+		bodies = append(bodies, resp.Body)
+	}
+	// The document stream opens with its snapshot.
+	br := bufio.NewReader(bodies[0])
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatalf("reading the event stream: %v", err)
+		}
+		if strings.HasPrefix(line, "event: snapshot") {
+			break
+		}
+	}
+	p.stop()
+	if strings.Contains(p.log(), "did not finish in time") || strings.Contains(p.log(), "did not leave in time") {
+		t.Errorf("shutdown waited for its deadline:\n%s", p.log())
+	}
+	for _, b := range bodies {
+		if _, err := io.Copy(io.Discard, b); err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
+			t.Logf("stream ended with %v", err)
+		}
+	}
 }
 
 func TestServe_DrainThenSecondSignal(t *testing.T) {
