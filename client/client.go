@@ -591,7 +591,7 @@ func (c *Client) join(cn *conn, docs []*Doc) {
 	}
 	for _, d := range docs {
 		d.mu.Lock()
-		if d.closed || errors.Is(d.broken, ErrAgentReused) {
+		if d.closed || errors.Is(d.broken, ErrAgentReused) || errors.Is(d.broken, ErrDeleted) {
 			d.mu.Unlock()
 			continue
 		}
@@ -688,7 +688,7 @@ func (c *Client) refresh(cn *conn, now time.Time) {
 // ended classifies a connection that closed.
 func (c *Client) ended(cn *conn) ending {
 	cn.mu.Lock()
-	closeErr, fatal, hint := cn.closeErr, cn.fatal, cn.hint
+	closeErr, fatal, hint, deleted := cn.closeErr, cn.fatal, cn.hint, cn.deleted
 	cn.mu.Unlock()
 	code := protocol.CloseAbnormal
 	var reason string
@@ -700,13 +700,23 @@ func (c *Client) ended(cn *conn) ending {
 		code = fatal.Code.CloseCode()
 	}
 	end := ending{retry: code.Retry(), hint: hint}
+	// The weft server closes a session it decided to end with a typed code,
+	// after an Error frame. A bare 1000 comes from its WebSocket layer
+	// giving up on the socket (a read deadline, a broken frame): like a
+	// dropped connection, an offline-first client comes back.
+	// Likewise a 4004 that follows the deletion of one document: that
+	// document is marked deleted, the others rejoin.
+	transport := code == protocol.CloseAbnormal || code == protocol.CloseNormal ||
+		code == protocol.CloseGoingAway || code == protocol.CloseServiceRestart ||
+		code == protocol.CloseNotFound && deleted
 	switch {
 	case fatal != nil:
 		end.err = &Error{Code: fatal.Code, Close: code, Message: fatal.Message, RetryAfter: hint}
-	case code != protocol.CloseAbnormal && code != protocol.CloseGoingAway && code != protocol.CloseServiceRestart:
-		end.err = &Error{Close: code, Message: reason, RetryAfter: hint}
-	default:
+	case transport:
+		end.retry = protocol.RetryBackoff
 		c.log.Debug("connection ended", "close", code, "err", closeErr)
+	default:
+		end.err = &Error{Close: code, Message: reason, RetryAfter: hint}
 	}
 	if end.err != nil && end.err.Code == 0 && code > 4000 && code < 5000 {
 		end.err.Code = protocol.ErrorCode(code - 4000)

@@ -3,6 +3,7 @@ package client_test
 import (
 	"context"
 	"math/rand/v2"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -420,5 +421,88 @@ func TestTokenExpiredWithoutTokenFunc(t *testing.T) {
 	errs.wg.Wait()
 	if got := errs.list(); len(got) != 1 {
 		t.Fatalf("errors %v", got)
+	}
+}
+
+// TestServerLostAckedIsReported: a server that comes back without edits
+// it acknowledged (here: a new, empty data directory) is a broken durable
+// ack. The client reports it, and heals the document by resending.
+func TestServerLostAckedIsReported(t *testing.T) {
+	ts := startServer(t, syncer.ServerOptions{GoingAwayRetry: 50 * time.Millisecond})
+	a := mustDial(t, ts.url(), fastOptions())
+	errs := collectErrors(a)
+	d := mustOpen(t, a, "doc")
+	if err := d.Insert(0, "acknowledged é中🙂"); err != nil {
+		t.Fatal(err)
+	}
+	waitSynced(t, d, 5*time.Second)
+	acked := d.AckedSeq()
+	ts.stop()
+	ts.dir = t.TempDir() // the disk is gone
+	ts.start()
+	waitFor(t, 10*time.Second, "the loss to be reported", func() bool { return len(errs.list()) > 0 })
+	var lost *client.LostAckedError
+	if err := errs.list()[0]; !asError(err, &lost) || lost.Doc != "doc" || lost.From != 0 || lost.To != acked {
+		t.Fatalf("reported %v, want seqs [0, %d) of doc lost", err, acked)
+	}
+	waitSynced(t, d, 5*time.Second)
+	if got := serverText(t, ts.url(), "doc"); got != "acknowledged é中🙂" {
+		t.Fatalf("server has %q after healing", got)
+	}
+}
+
+// TestDeletedDoc: when the server deletes a document, that replica stops
+// syncing (it would recreate the document) while the client's other
+// documents go on; Discard then starts over from the server.
+func TestDeletedDoc(t *testing.T) {
+	ts := startServer(t, syncer.ServerOptions{})
+	o := fastOptions()
+	o.StatePath = t.TempDir() + "/state.db"
+	a := mustDial(t, ts.url(), o)
+	errs := collectErrors(a)
+	gone, kept := mustOpen(t, a, "gone"), mustOpen(t, a, "kept")
+	for _, d := range []*client.Doc{gone, kept} {
+		if err := d.Insert(0, "text of "+d.ID()); err != nil {
+			t.Fatal(err)
+		}
+		waitSynced(t, d, 5*time.Second)
+	}
+	req, _ := http.NewRequest(http.MethodDelete, "http://"+ts.addr+"/v1/docs/gone", nil)
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("DELETE: %d", resp.StatusCode)
+	}
+	waitFor(t, 5*time.Second, "the deletion to reach the client", func() bool { return errorsIs(gone.Status().Err, client.ErrDeleted) })
+	if err := kept.Insert(0, "still "); err != nil {
+		t.Fatal(err)
+	}
+	waitSynced(t, kept, 5*time.Second)
+	if got := serverText(t, ts.url(), "kept"); got != "still text of kept" {
+		t.Fatalf("kept: server has %q", got)
+	}
+	if got := serverText(t, ts.url(), "gone"); got != "" {
+		t.Fatalf("gone came back: %q", got)
+	}
+	if err := gone.Discard(); err != nil {
+		t.Fatal(err)
+	}
+	again := mustOpen(t, a, "gone")
+	waitSynced(t, again, 5*time.Second)
+	if again.Text() != "" {
+		t.Fatalf("discarded replica reopened with %q", again.Text())
+	}
+	_ = a.Close()
+	errs.wg.Wait()
+	for _, err := range errs.list() {
+		var ce *client.Error
+		if !asError(err, &ce) || ce.Code != protocol.CodeNotFound || ce.Doc != "gone" {
+			t.Errorf("unexpected error %v", err)
+		}
 	}
 }

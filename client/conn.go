@@ -39,6 +39,7 @@ type conn struct {
 	hint      time.Duration
 	fatal     *protocol.Error // the Error that ends the session
 	closeErr  error
+	deleted   bool // a joined document was deleted (close 4004 follows)
 	rejoin    map[*Doc]time.Time
 	flushAt   map[*Doc]time.Time
 	nonce     uint64
@@ -412,6 +413,16 @@ func (cn *conn) onError(f *protocol.Error) {
 		case protocol.CodeOverloaded, protocol.CodeInternal, protocol.CodeGoingAway, protocol.CodeMissingDependency:
 			if d != nil {
 				cn.requestRejoin(d, max(retry, 100*time.Millisecond))
+			}
+		case protocol.CodeNotFound:
+			// The server deleted it, and ends the session (4004) since it
+			// cannot make us leave one document; the others come back
+			// with the next connection, this one stays deleted.
+			cn.mu.Lock()
+			cn.deleted = true
+			cn.mu.Unlock()
+			if d != nil {
+				d.deleted(cn)
 			}
 		default:
 			if d != nil {

@@ -144,24 +144,25 @@ type Doc struct {
 
 	dispatchMu sync.Mutex // held by whoever delivers events
 
-	mu       sync.Mutex
-	text     *crdt.Text
-	pending  []*entry     // in creation order, so in own-seq order
-	unacked  int          // ops in pending
-	nextKey  uint64       // last state key handed out
-	logN     int          // log entries since the last snapshot
-	conn     *conn        // the connection the doc is joined on, or nil
-	synced   bool         // the last Sync part of the join on conn arrived
-	outbox   []crdt.Delta // ops of others the server lacks, to send on conn
-	err      *Error       // the join on conn was refused
-	broken   error        // sync stopped for good (ErrState, ErrAgentReused)
-	closed   bool
-	changed  chan struct{} // closed and replaced on every status change
-	events   []Event
-	presOut  bool // OnPresence is due
-	presence localPresence
-	peers    map[protocol.SessionID]*peer
-	ttl      time.Duration
+	mu          sync.Mutex
+	text        *crdt.Text
+	pending     []*entry     // in creation order, so in own-seq order
+	unacked     int          // ops in pending
+	nextKey     uint64       // last state key handed out
+	logN        int          // log entries since the last snapshot
+	conn        *conn        // the connection the doc is joined on, or nil
+	synced      bool         // the last Sync part of the join on conn arrived
+	outbox      []crdt.Delta // ops of others the server lacks, to send on conn
+	lostChecked bool         // the join on conn was checked for lost acks
+	err         *Error       // the join on conn was refused
+	broken      error        // sync stopped for good (ErrState, ErrAgentReused)
+	closed      bool
+	changed     chan struct{} // closed and replaced on every status change
+	events      []Event
+	presOut     bool // OnPresence is due
+	presence    localPresence
+	peers       map[protocol.SessionID]*peer
+	ttl         time.Duration
 }
 
 func newDoc(c *Client, id string, text *crdt.Text) *Doc {
@@ -247,6 +248,10 @@ func (d *Doc) Replica() *crdt.Text {
 func (d *Doc) AckedSeq() uint64 {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	return d.ackedSeqLocked()
+}
+
+func (d *Doc) ackedSeqLocked() uint64 {
 	if len(d.pending) > 0 {
 		return d.pending[0].lo
 	}
@@ -438,6 +443,7 @@ func (d *Doc) attachLocked(cn *conn) {
 	d.synced = false
 	d.err = nil
 	d.outbox = nil
+	d.lostChecked = false
 	d.peers = nil
 	d.ttl = cn.presenceTTL()
 	if d.presence.set {
@@ -475,6 +481,10 @@ func (d *Doc) onSync(cn *conn, f *protocol.Sync) {
 		return
 	}
 	me := d.c.agent
+	if acked := d.ackedSeqLocked(); f.Version[me] < acked && !d.lostChecked {
+		d.lostChecked = true
+		d.c.report(&Error{Doc: d.id, Err: &LostAckedError{Doc: d.id, From: f.Version[me], To: acked}})
+	}
 	if f.Version[me] > d.text.Next(me) {
 		// Checked on every part before applying it, so the first part
 		// catches it: the server holds ops of ours we never made here.
@@ -642,6 +652,18 @@ func (d *Doc) onAck(entries []*entry) {
 	}
 	d.notifyLocked()
 	d.mu.Unlock()
+}
+
+// deleted records that the server deleted the document.
+func (d *Doc) deleted(cn *conn) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.conn != cn || d.broken != nil {
+		return
+	}
+	d.broken = ErrDeleted
+	d.synced = false
+	d.notifyLocked()
 }
 
 // refuse records that the server refused the join on cn, or refused the
@@ -891,6 +913,24 @@ func (d *Doc) dispatch() {
 			return
 		}
 	}
+}
+
+// Discard closes the document and deletes its state from the state file,
+// unacknowledged edits included: the next Open starts from what the
+// server has. Use it after ErrDeleted, or to drop local changes.
+func (d *Doc) Discard() error {
+	if err := d.Close(); err != nil {
+		return err
+	}
+	if d.c.st == nil {
+		return nil
+	}
+	return d.c.st.submit(func(tx *bolt.Tx) error {
+		if tx.Bucket(bDocs).Bucket([]byte(d.id)) == nil {
+			return nil
+		}
+		return tx.Bucket(bDocs).DeleteBucket([]byte(d.id))
+	}, true)
 }
 
 // Close leaves the document on the server and forgets it locally; its

@@ -29,7 +29,24 @@ var (
 	// ErrDocID: a document ID breaks the protocol's rules (1 to 256 bytes
 	// of UTF-8 without control characters).
 	ErrDocID = errors.New("client: invalid document ID")
+	// ErrDeleted: the server deleted the document (not_found). The replica
+	// stops syncing, since sending it would recreate the document; the
+	// application decides whether to Discard it.
+	ErrDeleted = errors.New("client: document deleted on the server")
 )
+
+// LostAckedError reports that a server lacks ops of this client that it
+// had acknowledged as durable: seqs [From, To) of the client's agent in
+// Doc. That is a server bug or a lost disk. The client sends the ops
+// again, so the document heals, but a durable ack was broken.
+type LostAckedError struct {
+	Doc      string
+	From, To uint64
+}
+
+func (e *LostAckedError) Error() string {
+	return fmt.Sprintf("client: server lost %d acknowledged ops of doc %q (seqs %d to %d)", e.To-e.From, e.Doc, e.From, e.To-1)
+}
 
 // Error is a failure reported on Client.Errors: an Error frame, a close
 // code, a refused upgrade or a local failure.

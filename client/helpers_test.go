@@ -82,11 +82,7 @@ func (ts *testServer) start() {
 	hub := syncer.NewHub(storelog.Log{DB: db}, ts.hopts)
 	srv := syncer.NewServer(hub, ts.sopts)
 	mux := http.NewServeMux()
-	if a, ok := any(srv).(interface{ APIHandler() http.Handler }); ok {
-		mux.Handle("/v1/", a.APIHandler()) // the HTTP API, where it exists
-	} else {
-		mux.HandleFunc("GET /v1/ws", srv.ServeWS)
-	}
+	mux.Handle("/v1/", srv.APIHandler()) // GET /v1/ws and the HTTP API
 	var ln net.Listener
 	for i := 0; ; i++ {
 		ln, err = net.Listen("tcp", ts.addr)

@@ -219,6 +219,7 @@ type tracker struct {
 	refusals  atomic.Int64
 	errMu     sync.Mutex
 	firstErrs []string
+	lost      map[int][]*client.LostAckedError // client → acked seqs a server reported lost
 }
 
 func (tr *tracker) onChange(ci int, me crdt.AgentKey) func(client.Event) {
@@ -294,12 +295,21 @@ func (tr *tracker) end(me crdt.AgentKey, e *edit, hi uint64) {
 	e.hi = hi
 }
 
-func (tr *tracker) collect(c *client.Client, wg *sync.WaitGroup) {
+func (tr *tracker) collect(ci int, c *client.Client, wg *sync.WaitGroup) {
 	defer wg.Done()
 	for err := range c.Errors() {
 		var ce *client.Error
 		if errors.As(err, &ce) && ce.RetryAfter > 0 {
 			tr.refusals.Add(1)
+			continue
+		}
+		// A server that came back without acknowledged edits: the client
+		// resends them, which would hide the loss from the final check.
+		var la *client.LostAckedError
+		if errors.As(err, &la) {
+			tr.errMu.Lock()
+			tr.lost[ci] = append(tr.lost[ci], la)
+			tr.errMu.Unlock()
 			continue
 		}
 		tr.errors.Add(1)
@@ -348,7 +358,7 @@ func runLoad(ctx context.Context, cfg loadConfig) (*loadResult, error) {
 	res := &loadResult{Docs: cfg.Docs, Clients: cfg.Clients}
 	start := time.Now()
 
-	tr := &tracker{authors: make(map[crdt.AgentKey]*author), rank: make([]int, cfg.Clients)}
+	tr := &tracker{authors: make(map[crdt.AgentKey]*author), rank: make([]int, cfg.Clients), lost: make(map[int][]*client.LostAckedError)}
 	groups := make([]int, cfg.Docs)
 	for i := range cfg.Clients {
 		tr.rank[i] = groups[i%cfg.Docs]
@@ -396,7 +406,7 @@ func runLoad(ctx context.Context, cfg loadConfig) (*loadResult, error) {
 		}
 		clients[i] = c
 		errWG.Add(1)
-		go tr.collect(c, &errWG)
+		go tr.collect(i, c, &errWG)
 		if docs[i], err = c.Open(docIDs[i%cfg.Docs]); err != nil {
 			closeAll()
 			return nil, err
@@ -565,7 +575,7 @@ wait:
 				res.OpsAcked++
 			}
 		}
-		lost := checkAcked(replicas[i%cfg.Docs], me, edits, acked[i], deleted)
+		lost := checkAcked(replicas[i%cfg.Docs], me, edits, acked[i], deleted, tr.lost[i])
 		if lost > 0 {
 			res.problems = append(res.problems, fmt.Sprintf("client %d: %d acknowledged edits missing from the server's %s", i, lost, docIDs[i%cfg.Docs]))
 		}
@@ -667,7 +677,10 @@ func fetchTexts(ctx context.Context, cfg loadConfig, docIDs []string) ([]string,
 // acked) that the server's replica rep does not hold intact: its version
 // must cover their seqs, each inserted character must be there (or deleted
 // by some client's delete), and each deleted character must be gone.
-func checkAcked(rep *crdt.Text, me crdt.AgentKey, edits []*edit, acked uint64, deleted map[crdt.ID]bool) int {
+//
+// An edit whose seqs a server reported lost after acknowledging them
+// (reported) counts as lost too, although the client has resent it since.
+func checkAcked(rep *crdt.Text, me crdt.AgentKey, edits []*edit, acked uint64, deleted map[crdt.ID]bool, reported []*client.LostAckedError) int {
 	if rep == nil {
 		return 0
 	}
@@ -690,6 +703,11 @@ func checkAcked(rep *crdt.Text, me crdt.AgentKey, edits []*edit, acked uint64, d
 			continue
 		}
 		ok := have >= e.hi
+		for _, r := range reported {
+			if e.lo < r.To && r.From < e.hi {
+				ok = false
+			}
+		}
 		for _, in := range e.ins {
 			if !ok {
 				break

@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/weft-sync/weft/client"
 	"github.com/weft-sync/weft/crdt"
 )
 
@@ -20,7 +21,6 @@ import (
 // replica and the server agree, and every edit the server acknowledged is
 // in its document.
 func TestLoad_ServerCrash(t *testing.T) {
-	requireAPI(t)
 	ignore := goleak.IgnoreCurrent()
 	t.Cleanup(func() { goleak.VerifyNone(t, ignore) })
 	dir := t.TempDir()
@@ -73,9 +73,43 @@ func TestLoad_ServerCrash(t *testing.T) {
 	p.stop()
 }
 
+// TestLoad_DetectsLostAcks: the same crash, but the server comes back on
+// an empty data directory, as if its disk had been lost. The clients heal
+// the documents by resending, so they still converge, but weft load counts
+// the acknowledged edits the server had lost and fails.
+func TestLoad_DetectsLostAcks(t *testing.T) {
+	p := startServe(t, nil, "--addr", "127.0.0.1:0", "--data", t.TempDir())
+	addr := strings.TrimPrefix(p.url, "http://")
+	done := make(chan *loadResult, 1)
+	go func() {
+		res, err := runLoad(context.Background(), loadConfig{
+			URL: p.ws, Docs: 2, Clients: 4, Rate: 40, Duration: 2 * time.Second,
+			Settle: 30 * time.Second,
+		})
+		if err != nil {
+			t.Error(err)
+		}
+		done <- res
+	}()
+	time.Sleep(time.Second)
+	if err := p.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-p.done
+	p = startServe(t, nil, "--addr", addr, "--data", t.TempDir())
+	r := <-done
+	if r == nil {
+		t.FailNow()
+	}
+	if r.LostAcked == 0 || !r.Converged {
+		t.Fatalf("lost_acked %d, converged %v: %v", r.LostAcked, r.Converged, r.problems)
+	}
+	t.Logf("%d of %d acknowledged edits reported lost", r.LostAcked, r.OpsAcked)
+	p.stop()
+}
+
 // TestLoad_JSON runs the command and reads its last line.
 func TestLoad_JSON(t *testing.T) {
-	requireAPI(t)
 	p := startServe(t, nil, "--addr", "127.0.0.1:0", "--data", t.TempDir())
 	stdout, stderr, code := runWeft(t, "load", "--url", p.ws, "--docs", "2", "--clients", "6", "--rate", "25", "--duration", "1s", "--json")
 	if code != 0 {
@@ -135,10 +169,10 @@ func TestLoad_CheckAcked(t *testing.T) {
 		{lo: 5, hi: 6, dels: []crdt.ID{{Agent: me, Seq: 0}}, delN: []uint64{1}},
 		{lo: 6, hi: 7, ins: []insRun{{seq: 6, text: "🙂"}}},
 	}
-	if n := checkAcked(srv, me, edits, 7, nil); n != 2 {
+	if n := checkAcked(srv, me, edits, 7, nil, nil); n != 2 {
 		t.Fatalf("%d lost, want 2 (the delete and the last insert)", n)
 	}
-	if n := checkAcked(srv, me, edits, 5, nil); n != 0 {
+	if n := checkAcked(srv, me, edits, 5, nil, nil); n != 0 {
 		t.Fatalf("%d lost among the acked first edit", n)
 	}
 	for _, d := range []crdt.Delta{d2, d3} {
@@ -147,11 +181,15 @@ func TestLoad_CheckAcked(t *testing.T) {
 		}
 	}
 	deleted := map[crdt.ID]bool{{Agent: me, Seq: 0}: true}
-	if n := checkAcked(srv, me, edits, 7, deleted); n != 0 {
+	if n := checkAcked(srv, me, edits, 7, deleted, nil); n != 0 {
 		t.Fatalf("%d lost once the server has everything", n)
 	}
+	// An edit a server reported lost (and the client resent) is lost.
+	if n := checkAcked(srv, me, edits, 7, deleted, []*client.LostAckedError{{From: 6, To: 7}}); n != 1 {
+		t.Fatalf("%d lost, want the reported one", n)
+	}
 	// A character deleted that no client deleted is lost.
-	if n := checkAcked(srv, me, edits, 7, nil); n != 1 {
+	if n := checkAcked(srv, me, edits, 7, nil, nil); n != 1 {
 		t.Fatalf("%d lost, want the first insert (its 'h' vanished without a delete on record)", n)
 	}
 }
