@@ -261,7 +261,8 @@ export class WeftDoc extends Emitter<DocEvents> {
     this.outbox = [];
     const entries = this.client.splitForSend(merged).map((delta) => ({ delta, bytes: encodeDelta(delta), clientSeq: 0, persisted: false }));
     this.queue.push(...entries);
-    const bytes = encodeDelta(merged);
+    // The log keeps the delta in its wire form, so long runs are cut like on the wire.
+    const bytes = encodeDelta(splitLongInserts(merged, MaxOpTextBytes));
     this.persist(async (s, a) => {
       await s.append(a, this.id, bytes, this.queueBytes());
       this.logCount++;
@@ -575,9 +576,17 @@ export class WeftClient extends Emitter<ClientEvents> {
     this.store = opts.store ?? new MemoryStore();
     this.user = opts.user ?? { name: "anonymous", color: "#888888" };
     this.wantConnection = opts.autoConnect !== false;
-    this.ready = this.store.claimAgent().then((a) => {
-      this.agent = a;
-    });
+    this.ready = this.store
+      .claimAgent()
+      .catch((e: unknown) => {
+        // Storage refused (private mode, quota, blocked): keep working in memory.
+        this.report({ code: "storage", message: `local storage unavailable, edits are kept in memory only: ${String(e)}`, permanent: false });
+        this.store = new MemoryStore();
+        return this.store.claimAgent();
+      })
+      .then((a) => {
+        this.agent = a;
+      });
     const w = globalThis as { addEventListener?: (t: string, f: () => void) => void; removeEventListener?: (t: string, f: () => void) => void };
     if ((opts.watchNetwork ?? typeof window !== "undefined") && w.addEventListener) {
       const online = () => this.onOnline();

@@ -15,7 +15,16 @@
 import { Annotation, ChangeSet, EditorSelection, Transaction, type Extension, type Text as CMText } from "@codemirror/state";
 import { Decoration, EditorView, ViewPlugin, WidgetType, type DecorationSet, type PluginValue, type ViewUpdate } from "@codemirror/view";
 import type { WeftDoc, PeerView } from "./client.ts";
-import type { Change } from "./crdt.ts";
+import { wellFormed, type Change } from "./crdt.ts";
+
+/** Whether UTF-16 offset p of doc falls between the halves of a surrogate pair. */
+function midPair(doc: CMText, p: number): boolean {
+  if (p <= 0 || p >= doc.length) return false;
+  const two = doc.sliceString(p - 1, p + 1);
+  const hi = two.charCodeAt(0),
+    lo = two.charCodeAt(1);
+  return hi >= 0xd800 && hi <= 0xdbff && lo >= 0xdc00 && lo <= 0xdfff;
+}
 
 /** Marks transactions that carry remote edits into the editor. */
 export const remoteEdit = Annotation.define<boolean>();
@@ -100,7 +109,7 @@ export function weftBinding(doc: WeftDoc, opts: BindingOptions = {}): Extension 
       constructor(readonly view: EditorView) {
         this.offs.push(doc.on("remote", (changes) => this.remote(changes)));
         this.offs.push(doc.on("peers", () => this.refreshPeers()));
-        if (view.state.doc.toString() !== doc.toString()) queueMicrotask(() => this.realign());
+        if (view.state.doc.toString() !== doc.toString()) this.scheduleRealign();
         this.decorations = this.build();
         queueMicrotask(() => this.publishSelection());
       }
@@ -112,7 +121,10 @@ export function weftBinding(doc: WeftDoc, opts: BindingOptions = {}): Extension 
           local = true;
           this.applyLocal(tr.changes, tr.startState.doc);
         }
-        if (local && u.state.doc.length !== doc.text.length16) this.realign();
+        // A change the replica cannot mirror exactly (half of a surrogate
+        // pair, from a programmatic edit) leaves the two apart: realign,
+        // after this update (no dispatch may happen inside one).
+        if (local && u.state.doc.length !== doc.text.length16) this.scheduleRealign();
         if (u.docChanged || u.transactions.some((t) => t.annotation(remoteEdit) !== undefined) || u.transactions.some((t) => t.effects.length > 0)) {
           this.decorations = this.build();
         }
@@ -124,14 +136,19 @@ export function weftBinding(doc: WeftDoc, opts: BindingOptions = {}): Extension 
       }
 
       /** Local changes, in the order CodeMirror lists them, become CRDT edits. */
-      private applyLocal(changes: ChangeSet, _before: CMText): void {
+      private applyLocal(changes: ChangeSet, before: CMText): void {
         const t = doc.text;
         changes.iterChanges((fromA, toA, fromB, _toB, inserted) => {
           // fromB is where this change starts once the earlier ones applied:
           // the replica's current state.
           const from = t.fromUtf16(fromB);
-          const del = toA > fromA ? t.fromUtf16(fromB + (toA - fromA)) - from : 0;
+          const end16 = fromB + (toA - fromA);
+          const end = toA > fromA ? t.fromUtf16(end16) : from;
+          const del = end - from;
           const ins = inserted.length > 0 ? inserted.toString() : "";
+          // Inside a surrogate pair, or inserting a lone surrogate: the
+          // replica can only approximate this edit, so realign afterwards.
+          if (midPair(before, fromA) || midPair(before, toA) || wellFormed(ins) !== ins) this.scheduleRealign();
           if (del > 0 && ins) doc.replace(from, del, ins);
           else if (del > 0) doc.delete(from, del);
           else if (ins) doc.insert(from, ins);
@@ -150,11 +167,22 @@ export function weftBinding(doc: WeftDoc, opts: BindingOptions = {}): Extension 
             len = step.newLength;
           }
         } catch {
-          this.realign();
+          this.scheduleRealign();
           return;
         }
         view.dispatch({ changes: cs, annotations: [remoteEdit.of(true), Transaction.addToHistory.of(false)] });
-        if (view.state.doc.length !== doc.text.length16) this.realign();
+        if (view.state.doc.length !== doc.text.length16) this.scheduleRealign();
+      }
+
+      private realignPending = false;
+
+      private scheduleRealign(): void {
+        if (this.realignPending) return;
+        this.realignPending = true;
+        queueMicrotask(() => {
+          this.realignPending = false;
+          this.realign();
+        });
       }
 
       /** Replaces the editor's text with the replica's, keeping the caret near. */

@@ -90,3 +90,17 @@ test("memory store behaves the same", async () => {
   s.release(a);
   assert.equal(keyHex(await s.claimAgent()), keyHex(a));
 });
+
+test("a store that cannot open falls back to memory, with a reported error", async () => {
+  const broken = {
+    claimAgent: () => Promise.reject(new Error("blocked")),
+  } as unknown as IndexedDBStore;
+  const c = new WeftClient({ url: "http://127.0.0.1:1", autoConnect: false, store: broken });
+  const errors: string[] = [];
+  c.on("error", (e) => errors.push(e.code));
+  const d = await c.open("x");
+  d.insert(0, "still editable");
+  assert.equal(d.toString(), "still editable");
+  assert.deepEqual(errors, ["storage"]);
+  await c.close();
+});
