@@ -205,6 +205,14 @@ test("two pages edit concurrently, see cursors, survive a restart and going offl
     await dash.goto(`${base}/dashboard`);
     await dash.waitForSelector(`#docs a:text("${doc}")`, { timeout: 15_000 });
     await shot(dash, "5-dashboard.png");
+    // Without ?doc= the editor picks a random document name and puts it in the URL.
+    const fresh = await ctxB.newPage();
+    await fresh.goto(`${base}/`);
+    await fresh.waitForSelector('.status[data-state="synced"]', { timeout: 15_000 });
+    const named = new URL(fresh.url()).searchParams.get("doc") ?? "";
+    assert.match(named, /^[a-z]+-[a-z0-9]+$/);
+    assert.equal(await fresh.locator("#docname").textContent(), named);
+    await fresh.close();
 
     // 6. B replaces everything, then undoes it: the undo history works on
     // top of remote edits, and A follows both steps.
