@@ -247,3 +247,18 @@ func TestServer_Admission(t *testing.T) {
 		t.Fatalf("loaded %v, want j1..j3", got)
 	}
 }
+
+// TestServer_ConnsPerIP: past MaxConnsPerIP an address gets 429; a slot
+// frees when a connection closes.
+func TestServer_ConnsPerIP(t *testing.T) {
+	ts := startServer(t, t.TempDir(), syncer.Options{}, syncer.ServerOptions{MaxConnsPerIP: 2})
+	a := mustDial(t, ts.url)
+	mustDial(t, ts.url)
+	resp, body := httpUpgrade(t, ts, "", nil)
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" || body["error"] != "overloaded" {
+		t.Fatalf("third connection: %d %v %v", resp.StatusCode, resp.Header, body)
+	}
+	a.disconnect()
+	waitFor(t, "the slot to free", func() bool { return ts.srv.Connections() == 1 })
+	mustDial(t, ts.url)
+}

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 
@@ -138,5 +139,62 @@ func TestServer_ManyDocsPerSocket(t *testing.T) {
 		if got, want := back[d].String(), "😀"+strings.Repeat("é", i+1)+"A"; got != want {
 			t.Fatalf("%s read back %q, want %q", d, got, want)
 		}
+	}
+}
+
+// TestServer_MissingDependencies: a delta that depends on ops the server
+// lacks waits; it is applied and acked when they arrive from another
+// client, and it fails with missing_dependency after ParkTimeout when they
+// never do, leaving the document and other clients unharmed.
+func TestServer_MissingDependencies(t *testing.T) {
+	ts := startServer(t, t.TempDir(), syncer.Options{Engine: syncer.EngineOptions{ParkTimeout: 200 * time.Millisecond}}, syncer.ServerOptions{})
+	a, b := mustDial(t, ts.url), mustDial(t, ts.url)
+	a.join("doc")
+	// b's edits reach a directly (say, peer to peer), not the server yet.
+	b.mu.Lock()
+	b.docs["doc"] = crdt.New(b.agent)
+	d1, err := b.docs["doc"].Insert(0, "base")
+	b.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.mu.Lock()
+	if err := a.docs["doc"].Apply(d1); err != nil {
+		t.Fatal(err)
+	}
+	a.mu.Unlock()
+	seq := a.edit("doc", func(r *crdt.Text) (crdt.Delta, error) { return r.Insert(4, " on top") })
+
+	// b joins with its version and sends what the server lacks.
+	b.join("doc")
+	b.mu.Lock()
+	b.seq++
+	b.sent[b.seq] = d1
+	b.mu.Unlock()
+	b.send(&protocol.Delta{Doc: "doc", ClientSeq: b.seq, Delta: d1})
+	b.waitAcked()
+	a.waitFor(func() bool { _, ok := a.acked[seq]; return ok }, "the parked delta's ack")
+	b.waitFor(func() bool { return b.docs["doc"].String() == "base on top" }, "b to get a's delta")
+
+	// A dependency that never comes.
+	orphan := crdt.New(newAgent())
+	d2, err := orphan.Insert(0, "never sent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.mu.Lock()
+	if err := a.docs["doc"].Apply(d2); err != nil {
+		t.Fatal(err)
+	}
+	a.mu.Unlock()
+	seq = a.edit("doc", func(r *crdt.Text) (crdt.Delta, error) { return r.Insert(1, "!") })
+	e := a.waitErr(protocol.CodeMissingDependency)
+	if e.ClientSeq != seq || e.Doc != "doc" {
+		t.Fatalf("missing dependency error %+v, want client seq %d", e, seq)
+	}
+	b.edit("doc", func(r *crdt.Text) (crdt.Delta, error) { return r.Insert(0, ">") })
+	b.waitAcked()
+	if got := readBack(t, ts.url, "doc")["doc"].String(); got != ">base on top" {
+		t.Fatalf("server holds %q", got)
 	}
 }
