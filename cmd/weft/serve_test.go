@@ -531,6 +531,17 @@ func TestServe_JSONLogs(t *testing.T) {
 	p.stop()
 }
 
+func TestServe_NoSyncWarns(t *testing.T) {
+	p := startServe(t, []string{"WEFT_NO_SYNC=true"}, "--addr", "127.0.0.1:0", "--data", t.TempDir())
+	if l := p.findLog("fsync is OFF"); !strings.Contains(l, "level=WARN") {
+		t.Errorf("no loud warning for WEFT_NO_SYNC; log:\n%s", p.log())
+	}
+	if !strings.Contains(p.findLog("msg=listening"), "durable=false") {
+		t.Error("the listening line does not say durable=false")
+	}
+	p.stop()
+}
+
 func TestServe_Help(t *testing.T) {
 	stdout, stderr, code := runWeft(t, "serve", "--help")
 	if code != 0 {
