@@ -347,8 +347,10 @@ func (cn *conn) onWelcome(f *protocol.Welcome, now time.Time) {
 	cn.pokeLoop()
 }
 
-// scheduleRefreshLocked plans the next Refresh at 80 % of the token's
-// remaining lifetime, when the client can get new tokens.
+// scheduleRefreshLocked plans the next Refresh, when the client can get
+// new tokens: at 80 % of the token's remaining lifetime, but no later than
+// min(half of it, 10 s) before it expires, so that a short-lived token
+// leaves time for TokenFunc and the round trip.
 func (cn *conn) scheduleRefreshLocked(expiresAt uint64, now time.Time) {
 	cn.expiresAt = expiresAt
 	cn.refreshAt = time.Time{}
@@ -356,7 +358,8 @@ func (cn *conn) scheduleRefreshLocked(expiresAt uint64, now time.Time) {
 		return
 	}
 	left := time.UnixMilli(int64(expiresAt)).Sub(now)
-	cn.refreshAt = now.Add(left * 8 / 10)
+	lead := max(left/5, min(left/2, 10*time.Second))
+	cn.refreshAt = now.Add(left - lead)
 }
 
 // sessionEnding lists the codes after which the server closes the socket
