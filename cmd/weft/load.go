@@ -101,6 +101,10 @@ func loadFlags(fs *flag.FlagSet) func(args []string, stdout, stderr io.Writer) i
 		cfg.Progress = stderr
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
+		go func() {
+			<-ctx.Done()
+			stop() // the next signal has its default effect
+		}()
 		res, err := runLoad(ctx, cfg)
 		if err != nil {
 			fmt.Fprintf(stderr, "weft load: %v\n", err)
@@ -487,6 +491,9 @@ wait:
 	cancel()
 	res.OpsSent = sent.Load()
 	progress("editing done: %d edits; waiting for quiescence", res.OpsSent)
+	// An interrupt ends the editing early; the checks still run, bounded
+	// by Settle (a second interrupt kills the process).
+	ctx = context.WithoutCancel(ctx)
 
 	// Quiescence: every edit acknowledged, every replica at the version a
 	// fresh observer gets from the server.
