@@ -442,17 +442,6 @@ func (e *Engine) sendErr(to protocol.SessionID, code protocol.ErrorCode, clientS
 	e.send(to, &protocol.Error{Code: code, Message: msg, Doc: e.doc, ClientSeq: clientSeq, RetryAfterMs: retryMs})
 }
 
-func (e *Engine) broadcast(except protocol.SessionID, f protocol.Frame) {
-	if len(e.members) == 0 || len(e.members) == 1 && e.members[except] != nil {
-		return
-	}
-	b, err := e.enc.Encode(nil, f)
-	if err != nil {
-		panic(fmt.Sprintf("syncer: encode %s: %v", f.Kind(), err))
-	}
-	e.rd.Broadcasts = append(e.rd.Broadcasts, Broadcast{Except: except, Frame: b})
-}
-
 // --- membership -------------------------------------------------------------
 
 func (e *Engine) join(in JoinIn) {
@@ -819,12 +808,21 @@ func (e *Engine) relayPresence() {
 		}
 	}
 	gone := e.gone
+	dirty := e.dirty
 	e.dirty = make(map[protocol.SessionID]bool)
 	e.gone = nil
-	for len(peers) > 0 || len(gone) > 0 {
-		a, b := min(len(peers), protocol.MaxPresencePeers), min(len(gone), protocol.MaxPresencePeers)
-		e.broadcast(protocol.SessionID{}, &protocol.PresenceUpdate{Doc: e.doc, Peers: peers[:a], Gone: gone[:b]})
-		peers, gone = peers[a:], gone[b:]
+	// A session never gets its own presence back (docs/protocol.md §7).
+	// Members that published nothing share one encoding; each publisher
+	// gets the others' entries only.
+	all := e.presenceFrames(peers, gone, protocol.SessionID{})
+	for _, id := range e.order {
+		frames := all
+		if dirty[id] {
+			frames = e.presenceFrames(peers, gone, id)
+		}
+		for _, f := range frames {
+			e.rd.Sends = append(e.rd.Sends, Send{To: id, Frame: f})
+		}
 	}
 	if len(e.sinks) > 0 {
 		data := e.presenceEvent()
@@ -832,6 +830,31 @@ func (e *Engine) relayPresence() {
 			e.rd.Events = append(e.rd.Events, SinkEvent{Sink: s, Name: "presence", Seq: e.lastSeq, Data: data})
 		}
 	}
+}
+
+// presenceFrames encodes peers and gone, without skip's entry, in frames
+// within MaxPresencePeers.
+func (e *Engine) presenceFrames(peers []protocol.Peer, gone []protocol.SessionID, skip protocol.SessionID) [][]byte {
+	if skip != (protocol.SessionID{}) {
+		kept := make([]protocol.Peer, 0, len(peers))
+		for _, p := range peers {
+			if p.Session != skip {
+				kept = append(kept, p)
+			}
+		}
+		peers = kept
+	}
+	var out [][]byte
+	for len(peers) > 0 || len(gone) > 0 {
+		a, b := min(len(peers), protocol.MaxPresencePeers), min(len(gone), protocol.MaxPresencePeers)
+		f, err := e.enc.Encode(nil, &protocol.PresenceUpdate{Doc: e.doc, Peers: peers[:a], Gone: gone[:b]})
+		if err != nil {
+			panic(fmt.Sprintf("syncer: encode presence: %v", err))
+		}
+		out = append(out, f)
+		peers, gone = peers[a:], gone[b:]
+	}
+	return out
 }
 
 // PresenceView is a peer's presence with anchors resolved to positions.

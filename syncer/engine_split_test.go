@@ -3,6 +3,7 @@ package syncer_test
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/weft-sync/weft/crdt"
 	"github.com/weft-sync/weft/protocol"
@@ -66,4 +67,40 @@ func updateLen(t *testing.T, rec []byte) int {
 	}
 	t.Fatal("no Update frame in record")
 	return 0
+}
+
+// A session never receives its own presence: when a and b both publish in
+// one relay window, each gets only the other's entry, and a bystander gets
+// both.
+func TestEngine_PresenceNotEchoed(t *testing.T) {
+	h := newEngineHarness(t, syncer.EngineOptions{})
+	a, b, c := h.join("a", true, nil), h.join("b", true, nil), h.join("c", true, nil)
+	for _, m := range []*engineMember{a, b, c} {
+		m.take()
+	}
+	for i, m := range []*engineMember{a, b} {
+		h.step(syncer.PresenceIn{Session: m.id, Presence: &protocol.Presence{Doc: "doc", Clock: uint64(i + 1),
+			User: protocol.User{Name: m.name}, Cursor: crdt.Anchor{Edge: -1}}})
+	}
+	h.tick(time.Second)
+	sessions := func(m *engineMember) map[protocol.SessionID]bool {
+		got := map[protocol.SessionID]bool{}
+		for _, f := range m.take() {
+			if pu, ok := f.(*protocol.PresenceUpdate); ok {
+				for _, p := range pu.Peers {
+					got[p.Session] = true
+				}
+			}
+		}
+		return got
+	}
+	if got := sessions(a); got[a.id] || !got[b.id] {
+		t.Fatalf("a received %v, want b's entry only", got)
+	}
+	if got := sessions(b); got[b.id] || !got[a.id] {
+		t.Fatalf("b received %v, want a's entry only", got)
+	}
+	if got := sessions(c); !got[a.id] || !got[b.id] || len(got) != 2 {
+		t.Fatalf("c received %v, want a's and b's", got)
+	}
 }
