@@ -315,6 +315,8 @@ type actor struct {
 	// owned by the actor goroutine
 	eng      *Engine
 	peers    map[protocol.SessionID]Peer
+	leaving  map[protocol.SessionID]leavingPeer
+	durable  uint64 // newest log seq known durable
 	sinks    map[int64]chan<- SinkEvent
 	replies  map[any]chan Reply
 	queue    []Record // handed out by the engine, not yet durable
@@ -322,6 +324,16 @@ type actor struct {
 	inflight bool
 	persist  chan persistDone
 	retryAt  time.Time
+}
+
+// leavingPeer is a session that left the document (but may still be
+// connected): it gets no more broadcasts, but the acks and errors for the
+// deltas it sent before leaving, all at seqs up to upto, still reach it
+// (docs/protocol.md: deltas already sent are still acked). A delta that was
+// still waiting for its dependencies is answered only if it lands by then.
+type leavingPeer struct {
+	peer Peer
+	upto uint64
 }
 
 func newActor(h *Hub, doc string) *actor {
@@ -333,6 +345,7 @@ func newActor(h *Hub, doc string) *actor {
 		loaded:  make(chan struct{}),
 		done:    make(chan struct{}),
 		peers:   make(map[protocol.SessionID]Peer),
+		leaving: make(map[protocol.SessionID]leavingPeer),
 		sinks:   make(map[int64]chan<- SinkEvent),
 		replies: make(map[any]chan Reply),
 		persist: make(chan persistDone, 1),
@@ -419,6 +432,7 @@ func (a *actor) load() error {
 		audit = audit[len(audit)-n:]
 	}
 	a.eng = NewEngine(a.doc, text, last, snapSeq, audit, h.opts.Engine)
+	a.durable = last
 	return nil
 }
 
@@ -597,9 +611,13 @@ func (a *actor) handle(m msg) {
 	switch m.kind {
 	case mJoin:
 		a.peers[m.session] = m.peer
+		delete(a.leaving, m.session)
 		a.eng.Step(now, m.in)
 	case mLeave:
 		a.eng.Step(now, LeaveIn{Session: m.session})
+		if p := a.peers[m.session]; p != nil {
+			a.leaving[m.session] = leavingPeer{peer: p, upto: a.eng.Seq()}
+		}
 		delete(a.peers, m.session)
 	case mSink:
 		if m.sink != nil {
@@ -638,6 +656,13 @@ func (a *actor) flush() {
 	for _, s := range rd.Sends {
 		if p := a.peers[s.To]; p != nil {
 			p.Send(s.Frame)
+		} else if l, ok := a.leaving[s.To]; ok {
+			l.peer.Send(s.Frame)
+		}
+	}
+	for id, l := range a.leaving {
+		if a.durable >= l.upto {
+			delete(a.leaving, id) // everything it is owed went out above
 		}
 	}
 	for _, b := range rd.Broadcasts {
@@ -750,6 +775,7 @@ func (a *actor) persisted(r persistDone) {
 		k++
 	}
 	a.queue = append(a.queue[:0], a.queue[k:]...)
+	a.durable = max(a.durable, r.upto)
 	a.eng.Step(now, PersistedIn{Seq: r.upto})
 }
 
