@@ -372,3 +372,71 @@ func TestServer_DiskFull(t *testing.T) {
 		t.Fatalf("after restart %q, want %q", got, want)
 	}
 }
+
+// TestServer_UnloadRaces has clients join, edit and leave one document in
+// a loop while it unloads and reloads between them (IdleTimeout 1 ms): no
+// acked edit may be lost to a reload racing an unload.
+func TestServer_UnloadRaces(t *testing.T) {
+	ts := startServer(t, t.TempDir(), syncer.Options{IdleTimeout: time.Millisecond}, syncer.ServerOptions{})
+	const clients, rounds = 4, 15
+	cs := make([]*wsClient, clients)
+	for i := range cs {
+		cs[i] = mustDial(t, ts.url)
+		cs[i].mu.Lock()
+		cs[i].docs["doc"] = crdt.New(cs[i].agent)
+		cs[i].mu.Unlock()
+	}
+	var wg sync.WaitGroup
+	for i, c := range cs {
+		wg.Go(func() {
+			for k := range rounds {
+				if err := c.trySend(&protocol.Join{Docs: []protocol.JoinDoc{{Doc: "doc", Version: c.version("doc")}}}); err != nil {
+					t.Error(err)
+					return
+				}
+				// Wait for this round's sync without Fatal (not the test's goroutine).
+				deadline := time.After(10 * time.Second)
+				for synced := false; !synced; {
+					c.mu.Lock()
+					synced = len(ofKind[*protocol.Sync](c.frames)) > k
+					c.mu.Unlock()
+					if !synced {
+						select {
+						case <-c.changed:
+						case <-deadline:
+							t.Errorf("client %d round %d: no sync", i, k)
+							return
+						}
+					}
+				}
+				tok := fmt.Sprintf("<%d.%d>", i, k)
+				if _, err := c.tryEdit("doc", func(r *crdt.Text) (crdt.Delta, error) { return r.Insert(r.Len(), tok) }); err != nil {
+					t.Error(err)
+					return
+				}
+				if err := c.trySend(&protocol.Leave{Docs: []string{"doc"}}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	for _, c := range cs {
+		c.waitAcked()
+	}
+	text := readBack(t, ts.url, "doc")["doc"].String()
+	for i := range clients {
+		for k := range rounds {
+			if tok := fmt.Sprintf("<%d.%d>", i, k); !strings.Contains(text, tok) {
+				t.Fatalf("acked %s lost: %q", tok, text)
+			}
+		}
+	}
+	if ts.metric("weft_document_unloads_total") == 0 {
+		t.Log("the document never unloaded between rounds")
+	}
+}
