@@ -560,13 +560,13 @@ func (d *Doc) flushLocked() {
 		d.outbox = d.outbox[1:]
 	}
 	maxOps, maxBytes := cn.frameLimits()
-	var w deltaWriter
+	var w deltaWriter // merges the group's deltas once it has two
 	var group []*entry
-	size := 0
+	ops, size := 0, 0
 	send := func() bool {
-		delta := w.d
-		if len(group) == 1 {
-			delta = group[0].delta
+		delta := group[0].delta
+		if len(group) > 1 {
+			delta = w.d
 		}
 		if wait := cn.sendDelta(d, delta, group); wait > 0 {
 			cn.requestFlush(d, wait)
@@ -575,7 +575,7 @@ func (d *Doc) flushLocked() {
 		for _, e := range group {
 			e.sent = cn
 		}
-		w, group, size = deltaWriter{}, nil, 0
+		w, group, ops, size = deltaWriter{}, nil, 0, 0
 		return true
 	}
 	for _, e := range d.pending {
@@ -583,11 +583,17 @@ func (d *Doc) flushLocked() {
 			continue
 		}
 		n := deltaBytes(&e.delta)
-		if len(group) > 0 && (len(w.d.Ops)+e.ops > maxOps || size+n > maxBytes) && !send() {
+		if len(group) > 0 && (ops+e.ops > maxOps || size+n > maxBytes) && !send() {
 			return
 		}
-		w.addAll(&e.delta)
+		if len(group) == 1 {
+			w.addAll(&group[0].delta)
+		}
+		if len(group) >= 1 {
+			w.addAll(&e.delta)
+		}
 		group = append(group, e)
+		ops += e.ops
 		size += n
 	}
 	if len(group) > 0 {
