@@ -639,6 +639,45 @@ func (rc *rawConn) drainUntilClosed() bool {
 	return !(errors.As(err, &ne) && ne.Timeout())
 }
 
+// closeCode reads server frames until a close frame and returns its code,
+// bounded in time.
+func (rc *rawConn) closeCode(t testing.TB) uint16 {
+	t.Helper()
+	_ = rc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for range 100 {
+		var h [2]byte
+		if _, err := io.ReadFull(rc.br, h[:]); err != nil {
+			t.Fatalf("reading for a close frame: %v", err)
+		}
+		n := uint64(h[1] & 0x7f)
+		switch n {
+		case 126:
+			var b [2]byte
+			_, _ = io.ReadFull(rc.br, b[:])
+			n = uint64(b[0])<<8 | uint64(b[1])
+		case 127:
+			var b [8]byte
+			_, _ = io.ReadFull(rc.br, b[:])
+			n = 0
+			for _, x := range b {
+				n = n<<8 | uint64(x)
+			}
+		}
+		payload := make([]byte, n)
+		if _, err := io.ReadFull(rc.br, payload); err != nil {
+			t.Fatalf("reading a frame: %v", err)
+		}
+		if h[0]&0x0f == 0x8 {
+			if len(payload) < 2 {
+				return 0
+			}
+			return uint16(payload[0])<<8 | uint16(payload[1])
+		}
+	}
+	t.Fatal("no close frame in 100 frames")
+	return 0
+}
+
 // maskedFrame frames b as one masked (client) binary WebSocket message.
 func maskedFrame(b []byte) []byte {
 	hdr := []byte{0x82}
