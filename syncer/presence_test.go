@@ -95,6 +95,14 @@ func TestServer_PresenceFollowsEditsAndEnds(t *testing.T) {
 	d.join("doc")
 	d.waitFor(func() bool { p, _ := d.peerOf(sa); return p != nil }, "a's presence at a joiner")
 
+	// The sender never gets its own presence back.
+	a.mu.Lock()
+	if p, _ := a.peerOf(sa); p != nil {
+		a.mu.Unlock()
+		t.Fatalf("a got its own presence: %+v", p)
+	}
+	a.mu.Unlock()
+
 	// Disconnecting ends it at once (the TTL is 30 s).
 	a.disconnect()
 	for _, x := range []*wsClient{b, c, d} {
