@@ -75,7 +75,17 @@ func TestReconnectStorm(t *testing.T) {
 	restart := time.Now()
 	ts.stop()
 	ts.start()
-	took = allSynced("after restart")
+	// Synced again on a new connection (not still on the old one).
+	waitFor(t, 60*time.Second, "every client to reconnect", func() bool {
+		for _, c := range clients {
+			if c.Stats().Reconnects == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	allSynced("after restart")
+	took = time.Since(restart)
 	var redials, maxDials, refusals int64
 	for i, c := range clients {
 		s := c.Stats()
