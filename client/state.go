@@ -1,7 +1,6 @@
 package client
 
 import (
-	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -9,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/google/uuid"
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/weft-sync/weft/crdt"
@@ -98,13 +98,7 @@ func openState(path string, want crdt.AgentKey, onErr func(error)) (*stateDB, cr
 }
 
 // newAgent returns a random (version 4) UUID.
-func newAgent() crdt.AgentKey {
-	var k crdt.AgentKey
-	_, _ = rand.Read(k[:]) // crypto/rand.Read never fails
-	k[6] = k[6]&0x0f | 0x40
-	k[8] = k[8]&0x3f | 0x80
-	return k
-}
+func newAgent() crdt.AgentKey { return crdt.AgentKey(uuid.New()) }
 
 func (s *stateDB) loop() {
 	defer s.wg.Done()

@@ -1,7 +1,6 @@
 package syncer
 
 import (
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/weft-sync/weft/crdt"
 	"github.com/weft-sync/weft/protocol"
 )
@@ -135,9 +135,7 @@ type Hub struct {
 // NewHub returns a hub persisting to log.
 func NewHub(log Log, opts Options) *Hub {
 	h := &Hub{log: log, opts: opts.withDefaults(), docs: make(map[string]*actor)}
-	_, _ = rand.Read(h.agent[:])        // crypto/rand.Read never fails
-	h.agent[6] = h.agent[6]&0x0f | 0x40 // a version 4 UUID
-	h.agent[8] = h.agent[8]&0x3f | 0x80
+	h.agent = crdt.AgentKey(uuid.New())
 	return h
 }
 

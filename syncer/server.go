@@ -2,11 +2,11 @@ package syncer
 
 import (
 	"context"
-	"crypto/rand"
 	"log/slog"
 	"sync"
 	"time"
 
+	"github.com/google/uuid"
 	"golang.org/x/time/rate"
 
 	"github.com/weft-sync/weft/auth"
@@ -227,11 +227,7 @@ func (s *Server) admitJoin() (time.Duration, bool) {
 	return d, ok
 }
 
-func newSessionID() protocol.SessionID {
-	var id protocol.SessionID
-	_, _ = rand.Read(id[:]) // crypto/rand.Read never fails
-	return id
-}
+func newSessionID() protocol.SessionID { return protocol.SessionID(uuid.New()) }
 
 func (s *Server) heartbeat() {
 	defer s.wg.Done()

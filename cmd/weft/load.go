@@ -29,6 +29,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/weft-sync/weft/client"
 	"github.com/weft-sync/weft/crdt"
 	"github.com/weft-sync/weft/protocol"
@@ -385,9 +386,7 @@ func runLoad(ctx context.Context, cfg loadConfig) (*loadResult, error) {
 	}
 	agents := make([]crdt.AgentKey, cfg.Clients)
 	for i := range agents {
-		_, _ = rand.Read(agents[i][:])
-		agents[i][6] = agents[i][6]&0x0f | 0x40 // a version 4 UUID
-		agents[i][8] = agents[i][8]&0x3f | 0x80
+		agents[i] = crdt.AgentKey(uuid.New())
 		tr.authors[agents[i]] = &author{}
 	}
 	for i, agent := range agents {
