@@ -297,7 +297,7 @@ func (d *Doc) edit(ch crdt.Change, fn func(t *crdt.Text) (crdt.Delta, error)) er
 		d.mu.Unlock()
 		return err
 	}
-	parts := splitDelta(delta, entryMaxOps, entryMaxBytes)
+	parts := protocol.SplitDelta(delta, entryMaxOps, entryMaxBytes)
 	entries := make([]*entry, len(parts))
 	for i := range parts {
 		lo, hi := ownRange(&parts[i], d.c.agent)
@@ -412,7 +412,7 @@ func (d *Doc) applyRemoteLocked(delta crdt.Delta) (crdt.Delta, []crdt.Change, er
 			continue
 		}
 		if o.Seq < b {
-			o = trimOp(o, b-o.Seq)
+			o = protocol.TrimOp(o, b-o.Seq)
 		}
 		fresh.Ops = append(fresh.Ops, o)
 	}
@@ -540,7 +540,7 @@ func (d *Doc) lackingLocked(cn *conn, sv crdt.Version) []crdt.Delta {
 		return nil
 	}
 	maxOps, maxBytes := cn.frameLimits()
-	return splitDelta(lacking, maxOps, maxBytes)
+	return protocol.SplitDelta(lacking, maxOps, maxBytes)
 }
 
 // flushLocked sends, on the document's connection, what it owes the
@@ -560,13 +560,13 @@ func (d *Doc) flushLocked() {
 		d.outbox = d.outbox[1:]
 	}
 	maxOps, maxBytes := cn.frameLimits()
-	var w deltaWriter // merges the group's deltas once it has two
+	var w protocol.DeltaWriter // merges the group's deltas once it has two
 	var group []*entry
 	ops, size := 0, 0
 	send := func() bool {
 		delta := group[0].delta
 		if len(group) > 1 {
-			delta = w.d
+			delta = w.Delta()
 		}
 		if wait := cn.sendDelta(d, delta, group); wait > 0 {
 			cn.requestFlush(d, wait)
@@ -575,22 +575,22 @@ func (d *Doc) flushLocked() {
 		for _, e := range group {
 			e.sent = cn
 		}
-		w, group, ops, size = deltaWriter{}, nil, 0, 0
+		w, group, ops, size = protocol.DeltaWriter{}, nil, 0, 0
 		return true
 	}
 	for _, e := range d.pending {
 		if e.done || e.sent == cn {
 			continue
 		}
-		n := deltaBytes(&e.delta)
+		n := protocol.EstimateBytes(&e.delta)
 		if len(group) > 0 && (ops+e.ops > maxOps || size+n > maxBytes) && !send() {
 			return
 		}
 		if len(group) == 1 {
-			w.addAll(&group[0].delta)
+			w.AddAll(&group[0].delta)
 		}
 		if len(group) >= 1 {
-			w.addAll(&e.delta)
+			w.AddAll(&e.delta)
 		}
 		group = append(group, e)
 		ops += e.ops

@@ -451,7 +451,7 @@ func (e *Engine) join(in JoinIn) {
 	}
 	e.members[m.Session] = &m
 	// What the client lacks, in frames within the protocol limits.
-	parts := splitDelta(e.text.Since(in.Version), protocol.MaxOpsPerFrame, protocol.MaxFrameBytes/2)
+	parts := protocol.SplitDelta(e.text.Since(in.Version), protocol.MaxOpsPerFrame, protocol.MaxFrameBytes/2)
 	v := e.text.Version()
 	for i, p := range parts {
 		e.send(m.Session, &protocol.Sync{Doc: e.doc, Seq: e.lastSeq, Version: v, Delta: p, More: i < len(parts)-1})
@@ -596,7 +596,7 @@ func (e *Engine) apply(d crdt.Delta, who Author, agent crdt.AgentKey, from proto
 	switch {
 	case errors.As(err, &me):
 		skip = me.Pending
-		pending = subDelta(d, skip)
+		pending = protocol.SubDelta(d, skip)
 	case err != nil:
 		return 0, crdt.Delta{}, err
 	}
@@ -625,7 +625,7 @@ func (e *Engine) apply(d crdt.Delta, who Author, agent crdt.AgentKey, from proto
 // fragmented range, many authors) becomes several records, each within
 // the protocol's limits; the returned seq is the last one.
 func (e *Engine) record(d crdt.Delta, who Author, agent crdt.AgentKey, from protocol.SessionID, changes []crdt.Change) uint64 {
-	for _, part := range splitDelta(d, protocol.MaxOpsPerFrame, protocol.MaxFrameBytes/2) {
+	for _, part := range protocol.SplitDelta(d, protocol.MaxOpsPerFrame, protocol.MaxFrameBytes/2) {
 		e.recordPart(part, who, agent, from)
 	}
 	seq := e.lastSeq
@@ -916,7 +916,7 @@ func (e *Engine) edit(in EditIn) {
 		fail(ErrDocTooLarge)
 		return
 	}
-	var all crdt.Delta
+	var all protocol.DeltaWriter
 	var changes []crdt.Change
 	var next crdt.Anchor
 	for _, ed := range in.Edits {
@@ -929,7 +929,7 @@ func (e *Engine) edit(in EditIn) {
 			// Validated above; a failure here is a bug.
 			panic(fmt.Sprintf("syncer: validated edit failed: %v", err))
 		}
-		all = mergeDelta(all, d)
+		all.AddAll(&d)
 		if ed.Delete > 0 || ed.Insert != "" {
 			changes = append(changes, crdt.Change{Pos: pos, Delete: ed.Delete, Insert: ed.Insert})
 		}
@@ -937,12 +937,12 @@ func (e *Engine) edit(in EditIn) {
 			next, _ = e.text.AnchorAt(pos+runeCount(ed.Insert), crdt.AssocLeft)
 		}
 	}
-	if len(all.Ops) == 0 {
+	if len(all.Delta().Ops) == 0 {
 		e.acks = append(e.acks, ackWait{seq: e.lastSeq, reply: &Reply{Token: in.Token, Anchor: next}})
 		e.releaseAcks()
 		return
 	}
-	seq := e.record(all, in.Author, e.text.Agent(), protocol.SessionID{}, changes)
+	seq := e.record(all.Delta(), in.Author, e.text.Agent(), protocol.SessionID{}, changes)
 	e.acks = append(e.acks, ackWait{seq: seq, reply: &Reply{Token: in.Token, Anchor: next}})
 	e.retryParked()
 	e.releaseAcks()

@@ -401,7 +401,7 @@ func (a *actor) load() error {
 			if !errors.As(err, &me) {
 				return fmt.Errorf("record %d: %w", seq, err)
 			}
-			pending = append(pending, subDelta(u.Delta, me.Pending))
+			pending = append(pending, protocol.SubDelta(u.Delta, me.Pending))
 		}
 		last = seq
 		return nil
