@@ -1,27 +1,11 @@
 package crdt_test
 
 import (
-	"compress/gzip"
-	"encoding/json"
-	"os"
-	"path/filepath"
-	"runtime"
 	"testing"
 
 	"github.com/weft-sync/weft/crdt"
+	"github.com/weft-sync/weft/internal/edittrace"
 )
-
-type traceFile struct {
-	Kind         string `json:"kind"`
-	StartContent string `json:"startContent"`
-	EndContent   string `json:"endContent"`
-	NumAgents    int    `json:"numAgents"`
-	Txns         []struct {
-		Parents []int                `json:"parents"`
-		Agent   int                  `json:"agent"`
-		Patches [][3]json.RawMessage `json:"patches"`
-	} `json:"txns"`
-}
 
 type patch struct {
 	pos, del int
@@ -33,43 +17,21 @@ type trace struct {
 	patches []patch
 }
 
-// tracesDir is ../shared/traces relative to the repository root.
-func tracesDir(tb testing.TB) string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "..", "shared", "traces")
-}
-
+// loadSequential reads a sequential trace from ../shared/traces; a missing
+// trace fails the test.
 func loadSequential(tb testing.TB, name string) trace {
 	tb.Helper()
-	path := filepath.Join(tracesDir(tb), name)
-	f, err := os.Open(path)
-	if err != nil {
-		tb.Fatalf("editing trace missing: %v (the traces live in ../shared/traces beside the repository)", err)
-	}
-	defer f.Close()
-	zr, err := gzip.NewReader(f)
+	et, err := edittrace.Shared(name)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	var tf traceFile
-	if err := json.NewDecoder(zr).Decode(&tf); err != nil {
-		tb.Fatal(err)
+	if et.Concurrent {
+		tb.Fatalf("%s is a concurrent trace", name)
 	}
-	var tr trace
-	tr.end = tf.EndContent
-	for _, tx := range tf.Txns {
+	tr := trace{end: et.End}
+	for _, tx := range et.Txns {
 		for _, p := range tx.Patches {
-			var pc patch
-			if err := json.Unmarshal(p[0], &pc.pos); err != nil {
-				tb.Fatal(err)
-			}
-			if err := json.Unmarshal(p[1], &pc.del); err != nil {
-				tb.Fatal(err)
-			}
-			if err := json.Unmarshal(p[2], &pc.ins); err != nil {
-				tb.Fatal(err)
-			}
-			tr.patches = append(tr.patches, pc)
+			tr.patches = append(tr.patches, patch{pos: p.Pos, del: p.Del, ins: p.Ins})
 		}
 	}
 	return tr
