@@ -22,6 +22,9 @@ import (
 //	uvarint  ops, chars inserted, chars deleted
 //	string   author subject, author name (uvarint length + UTF-8)
 //	rest     an encoded protocol Update frame
+//
+// (The middle part is an audit entry, written by appendAudit; snapshots
+// keep the audit trail in the same form.)
 const recordVersion = 1
 
 // maxAuthorBytes bounds the author strings kept per record.
@@ -68,49 +71,79 @@ func clip(s string) string {
 }
 
 // encodeRecord builds the log record for an Update frame already encoded in
-// frame, and returns it with the audit entry it describes.
+// frame.
 func encodeRecord(a Audit, frame []byte) []byte {
 	b := make([]byte, 0, len(frame)+32+len(a.Subject)+len(a.Name))
 	b = append(b, recordVersion)
-	b = binary.AppendUvarint(b, uint64(a.Time.UnixMilli()))
-	b = binary.AppendUvarint(b, uint64(a.Ops))
-	b = binary.AppendUvarint(b, uint64(a.Inserted))
-	b = binary.AppendUvarint(b, uint64(a.Deleted))
-	for _, s := range []string{clip(a.Subject), clip(a.Name)} {
-		b = binary.AppendUvarint(b, uint64(len(s)))
-		b = append(b, s...)
-	}
+	b = appendAudit(b, a)
 	return append(b, frame...)
 }
 
 // decodeRecordHeader reads the audit part of a record and returns the rest
 // (the Update frame).
 func decodeRecordHeader(rec []byte) (Audit, []byte, error) {
-	var a Audit
 	if len(rec) == 0 || rec[0] != recordVersion {
-		return a, nil, fmt.Errorf("%w: version", errBadRecord)
+		return Audit{}, nil, fmt.Errorf("%w: version", errBadRecord)
 	}
-	b := rec[1:]
+	a, rest, ok := readAudit(rec[1:])
+	if !ok {
+		return Audit{}, nil, fmt.Errorf("%w: header", errBadRecord)
+	}
+	return a, rest, nil
+}
+
+// appendAudit writes an audit entry's time, counts and author, the part a
+// log record and a snapshot's audit trail share.
+func appendAudit(b []byte, a Audit) []byte {
+	for _, v := range []uint64{uint64(a.Time.UnixMilli()), uint64(a.Ops), uint64(a.Inserted), uint64(a.Deleted)} {
+		b = binary.AppendUvarint(b, v)
+	}
+	b = appendString(b, clip(a.Subject))
+	return appendString(b, clip(a.Name))
+}
+
+// readAudit reads what appendAudit wrote and returns the rest of b.
+func readAudit(b []byte) (Audit, []byte, bool) {
+	var a Audit
 	var nums [4]uint64
+	ok := true
 	for i := range nums {
-		v, n := binary.Uvarint(b)
-		if n <= 0 {
-			return a, nil, fmt.Errorf("%w: header", errBadRecord)
+		nums[i], b, ok = readUvarint(b)
+		if !ok {
+			return a, nil, false
 		}
-		nums[i], b = v, b[n:]
 	}
-	var strs [2]string
-	for i := range strs {
-		l, n := binary.Uvarint(b)
-		if n <= 0 || l > maxAuthorBytes || uint64(len(b)-n) < l {
-			return a, nil, fmt.Errorf("%w: author", errBadRecord)
-		}
-		strs[i], b = string(b[n:n+int(l)]), b[n+int(l):]
+	if a.Subject, b, ok = readString(b); !ok {
+		return a, nil, false
+	}
+	if a.Name, b, ok = readString(b); !ok {
+		return a, nil, false
 	}
 	a.Time = time.UnixMilli(int64(nums[0])).UTC()
 	a.Ops, a.Inserted, a.Deleted = int(nums[1]), int(nums[2]), int(nums[3])
-	a.Subject, a.Name = strs[0], strs[1]
-	return a, b, nil
+	return a, b, true
+}
+
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+func readUvarint(b []byte) (uint64, []byte, bool) {
+	v, n := binary.Uvarint(b)
+	if n <= 0 {
+		return 0, nil, false
+	}
+	return v, b[n:], true
+}
+
+// readString reads a length-prefixed string of at most maxAuthorBytes.
+func readString(b []byte) (string, []byte, bool) {
+	l, rest, ok := readUvarint(b)
+	if !ok || l > maxAuthorBytes || l > uint64(len(rest)) {
+		return "", nil, false
+	}
+	return string(rest[:l]), rest[l:], true
 }
 
 // decodeRecord reads a whole record.

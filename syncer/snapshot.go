@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"time"
 	"unicode/utf8"
 
 	"github.com/weft-sync/weft/crdt"
@@ -17,8 +16,8 @@ func runeCount(s string) int { return utf8.RuneCountInString(s) }
 //
 //	magic "WFD1"
 //	uvarint crdt bytes, crdt snapshot
-//	uvarint audit entries; each: uvarint seq, unix ms, ops, inserted,
-//	    deleted; string subject, name, agent
+//	uvarint audit entries; each: uvarint seq, an audit entry as a log
+//	    record's header has it (appendAudit), string agent
 const docSnapMagic = "WFD1"
 
 var errBadSnapshot = errors.New("syncer: bad document snapshot")
@@ -34,13 +33,9 @@ func encodeSnapshot(t *crdt.Text, audit []Audit) ([]byte, error) {
 	b = append(b, cs...)
 	b = binary.AppendUvarint(b, uint64(len(audit)))
 	for _, a := range audit {
-		for _, v := range []uint64{a.Seq, uint64(a.Time.UnixMilli()), uint64(a.Ops), uint64(a.Inserted), uint64(a.Deleted)} {
-			b = binary.AppendUvarint(b, v)
-		}
-		for _, s := range []string{clip(a.Subject), clip(a.Name), a.Agent} {
-			b = binary.AppendUvarint(b, uint64(len(s)))
-			b = append(b, s...)
-		}
+		b = binary.AppendUvarint(b, a.Seq)
+		b = appendAudit(b, a)
+		b = appendString(b, a.Agent)
 	}
 	return b, nil
 }
@@ -66,24 +61,19 @@ func decodeSnapshot(data []byte, agent crdt.AgentKey) (*crdt.Text, []Audit, erro
 	b = b[n:]
 	audit := make([]Audit, 0, cnt)
 	for range cnt {
-		var v [5]uint64
-		for i := range v {
-			x, n := binary.Uvarint(b)
-			if n <= 0 {
-				return nil, nil, fmt.Errorf("%w: audit", errBadSnapshot)
-			}
-			v[i], b = x, b[n:]
+		seq, rest, ok := readUvarint(b)
+		var a Audit
+		if ok {
+			a, rest, ok = readAudit(rest)
 		}
-		var s [3]string
-		for i := range s {
-			x, n := binary.Uvarint(b)
-			if n <= 0 || x > maxAuthorBytes || x > uint64(len(b)-n) {
-				return nil, nil, fmt.Errorf("%w: audit", errBadSnapshot)
-			}
-			s[i], b = string(b[n:n+int(x)]), b[n+int(x):]
+		if ok {
+			a.Agent, rest, ok = readString(rest)
 		}
-		audit = append(audit, Audit{Seq: v[0], Time: time.UnixMilli(int64(v[1])).UTC(), Ops: int(v[2]), Inserted: int(v[3]), Deleted: int(v[4]),
-			Subject: s[0], Name: s[1], Agent: s[2]})
+		if !ok {
+			return nil, nil, fmt.Errorf("%w: audit", errBadSnapshot)
+		}
+		a.Seq, b = seq, rest
+		audit = append(audit, a)
 	}
 	return t, audit, nil
 }
