@@ -2,8 +2,10 @@ package crdt
 
 import (
 	"bytes"
+	"cmp"
 	"fmt"
 	"slices"
+	"strings"
 )
 
 // Version returns this replica's version vector.
@@ -36,8 +38,17 @@ func (t *Text) Since(v Version) Delta {
 func (t *Text) Between(from, to Version) (Delta, error) { return t.between(from, to) }
 
 func (t *Text) between(from, to Version) (Delta, error) {
-	var ops []sop
+	// Each agent's inserts and deletes are collected in seq order and
+	// merged. An agent stamps every op after all it has seen, so its ops
+	// come out in Lamport order too, and one merge across agents replaces a
+	// sort of the whole history. A peer that broke that rule only costs a
+	// sort of its own ops.
+	var ops, scratch []sop
+	var segs []sinceSeg
 	partial := false
+	if from == nil && to == nil {
+		ops = make([]sop, 0, t.opsHeld())
+	}
 	for a := range t.agents {
 		st := &t.agents[a]
 		lo := uint32(min(from[st.key], uint64(st.next)))
@@ -49,7 +60,27 @@ func (t *Text) between(from, to Version) (Delta, error) {
 		if lo >= hi {
 			continue
 		}
+		start := len(ops)
 		ops = t.collectInserts(ops, uint32(a), lo, hi, to != nil)
+		mid := len(ops)
+		ops = collectDeletes(ops, st.dels, uint32(a), lo, hi)
+		if len(ops) == start {
+			continue
+		}
+		scratch = mergeBySeq(ops[start:], mid-start, scratch)
+		run := ops[start:]
+		for i := 1; i < len(run); i++ {
+			if run[i].lamport < run[i-1].lamport {
+				slices.SortFunc(run, func(x, y sop) int {
+					if c := cmp.Compare(x.lamport, y.lamport); c != 0 {
+						return c
+					}
+					return cmp.Compare(x.seq, y.seq)
+				})
+				break
+			}
+		}
+		segs = append(segs, sinceSeg{agent: uint32(a), start: int32(start), end: int32(len(ops))})
 	}
 	if partial {
 		for _, o := range ops {
@@ -58,45 +89,172 @@ func (t *Text) between(from, to Version) (Delta, error) {
 			}
 		}
 	}
-	for a := range t.agents {
-		st := &t.agents[a]
-		lo := uint32(min(from[st.key], uint64(st.next)))
-		hi := st.next
-		if to != nil {
-			hi = uint32(min(to[st.key], uint64(st.next)))
-		}
-		if lo >= hi {
-			continue
-		}
-		ops = collectDeletes(ops, st.dels, uint32(a), lo, hi)
-	}
-	slices.SortFunc(ops, func(x, y sop) int {
-		if x.lamport != y.lamport {
-			if x.lamport < y.lamport {
-				return -1
+	return t.buildDelta(ops, t.mergeAgents(ops, segs)), nil
+}
+
+// opsHeld bounds the ops a full Since returns, so that it allocates once.
+func (t *Text) opsHeld() int {
+	n := 0
+	for i := range t.agents {
+		a := &t.agents[i]
+		n += a.ins.len()
+		for _, r := range a.dels {
+			if r.rev {
+				n += int(r.n)
+			} else {
+				n++
 			}
-			return 1
 		}
-		if x.agent != y.agent {
-			return bytes.Compare(t.agents[x.agent].key[:], t.agents[y.agent].key[:])
+	}
+	return n
+}
+
+// sinceSeg is one agent's collected ops, ops[start:end], in Lamport order.
+type sinceSeg struct {
+	agent      uint32
+	start, end int32
+}
+
+// mergeBySeq merges run[:k] and run[k:], each in ascending seq order, into
+// one ascending run in place, using scratch (returned, perhaps grown).
+func mergeBySeq(run []sop, k int, scratch []sop) []sop {
+	if k == 0 || k == len(run) || run[k-1].seq < run[k].seq {
+		return scratch
+	}
+	scratch = append(scratch[:0], run[:k]...)
+	i, j, w := 0, k, 0
+	for i < len(scratch) && j < len(run) {
+		if scratch[i].seq < run[j].seq {
+			run[w] = scratch[i]
+			i++
+		} else {
+			run[w] = run[j]
+			j++
 		}
-		return int(x.seq) - int(y.seq)
+		w++
+	}
+	copy(run[w:], scratch[i:])
+	return scratch
+}
+
+// mergeAgents returns the indices of ops in ascending (Lamport time, agent
+// key, seq) order, the order a receiver can apply in one pass, from the
+// agents' segments, each already in that order.
+func (t *Text) mergeAgents(ops []sop, segs []sinceSeg) []int32 {
+	order := make([]int32, 0, len(ops))
+	switch len(segs) {
+	case 0:
+		return order
+	case 1:
+		for i := segs[0].start; i < segs[0].end; i++ {
+			order = append(order, i)
+		}
+		return order
+	}
+	// Ties in Lamport time go to the smaller agent key: rank the agents by
+	// key once, then a binary heap of segment heads keyed by (Lamport time,
+	// rank) yields the merged order.
+	slices.SortFunc(segs, func(x, y sinceSeg) int {
+		return bytes.Compare(t.agents[x.agent].key[:], t.agents[y.agent].key[:])
 	})
+	heap := make([]int32, len(segs)) // segment indices; segs[i] has rank i
+	for i := range heap {
+		heap[i] = int32(i)
+	}
+	less := func(x, y int32) bool {
+		lx, ly := ops[segs[x].start].lamport, ops[segs[y].start].lamport
+		return lx < ly || lx == ly && x < y
+	}
+	down := func(i int) {
+		for {
+			c := 2*i + 1
+			if c >= len(heap) {
+				return
+			}
+			if c+1 < len(heap) && less(heap[c+1], heap[c]) {
+				c++
+			}
+			if !less(heap[c], heap[i]) {
+				return
+			}
+			heap[i], heap[c] = heap[c], heap[i]
+			i = c
+		}
+	}
+	for i := len(heap)/2 - 1; i >= 0; i-- {
+		down(i)
+	}
+	for len(heap) > 0 {
+		s := &segs[heap[0]]
+		order = append(order, s.start)
+		s.start++
+		if s.start == s.end {
+			heap[0] = heap[len(heap)-1]
+			heap = heap[:len(heap)-1]
+		}
+		down(0)
+	}
+	return order
+}
+
+// buildDelta turns the collected ops, in the given order, into a Delta
+// with its own agent table (agents in order of first mention). The texts
+// of all inserts are cut from one string.
+func (t *Text) buildDelta(ops []sop, order []int32) Delta {
+	if len(order) == 0 {
+		return Delta{Ops: []Op{}}
+	}
+	// A table from interned agent to delta agent, when the agents are few
+	// enough for that to be cheaper than a map.
+	var remap []uint32
 	b := deltaBuilder{t: t}
-	b.d.Ops = make([]Op, 0, len(ops))
-	for _, o := range ops {
-		op := Op{Kind: o.kind, Agent: b.ref(o.agent), Seq: uint64(o.seq), Lamport: o.lamport, Len: uint64(o.n)}
+	if len(t.agents) <= 4*len(order)+64 {
+		remap = make([]uint32, len(t.agents))
+		for i := range remap {
+			remap[i] = RootAgent
+		}
+	}
+	ref := func(a uint32) uint32 {
+		if remap == nil || a == rootAgent {
+			return b.ref(a)
+		}
+		if r := remap[a]; r != RootAgent {
+			return r
+		}
+		r := uint32(len(b.d.Agents))
+		b.d.Agents = append(b.d.Agents, t.agents[a].key)
+		remap[a] = r
+		return r
+	}
+	total := 0
+	for _, i := range order {
+		total += int(ops[i].tlen)
+	}
+	var sb strings.Builder
+	sb.Grow(total)
+	for _, i := range order {
+		if o := &ops[i]; o.tlen > 0 {
+			sb.Write(t.buf[o.toff : o.toff+o.tlen])
+		}
+	}
+	text := sb.String()
+	b.d.Ops = make([]Op, len(order))
+	off := uint32(0)
+	for k, i := range order {
+		o := &ops[i]
+		op := &b.d.Ops[k]
+		*op = Op{Kind: o.kind, Agent: ref(o.agent), Seq: uint64(o.seq), Lamport: o.lamport, Len: uint64(o.n)}
 		if o.kind == OpInsert {
-			op.Origin = Ref{Agent: b.ref(o.ragent), Seq: uint64(o.rseq)}
+			op.Origin = Ref{Agent: ref(o.ragent), Seq: uint64(o.rseq)}
 			if o.tlen > 0 {
-				op.Text = string(t.buf[o.toff : o.toff+o.tlen])
+				op.Text = text[off : off+o.tlen]
+				off += o.tlen
 			}
 		} else {
-			op.Target = Ref{Agent: b.ref(o.ragent), Seq: uint64(o.rseq)}
+			op.Target = Ref{Agent: ref(o.ragent), Seq: uint64(o.rseq)}
 		}
-		b.d.Ops = append(b.d.Ops, op)
 	}
-	return b.d, nil
+	return b.d
 }
 
 // sop is an op being collected, in interned form. Text is a byte range of
