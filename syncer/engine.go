@@ -39,6 +39,14 @@ type EngineOptions struct {
 	// SinkHistory is how many updates an SSE stream can resume across.
 	// Default 512.
 	SinkHistory int
+	// SyncCacheBytes caps the encoded Sync frames a document keeps to
+	// answer joins from scratch (an empty version) without rebuilding its
+	// history each time. They are kept until the document changes or
+	// unloads, count toward the hub's memory budget, and go when it is
+	// exceeded and unloading idle documents was not enough. A longer
+	// history is rebuilt for every such join; histories under 1,024 ops
+	// are never kept. Default 32 MiB; negative: keep none.
+	SyncCacheBytes int
 }
 
 func (o EngineOptions) withDefaults() EngineOptions {
@@ -68,6 +76,9 @@ func (o EngineOptions) withDefaults() EngineOptions {
 	}
 	if o.SinkHistory <= 0 {
 		o.SinkHistory = 512
+	}
+	if o.SyncCacheBytes == 0 {
+		o.SyncCacheBytes = 32 << 20
 	}
 	return o
 }
@@ -282,8 +293,10 @@ type Engine struct {
 	doc  string
 	opts EngineOptions
 	text *crdt.Text
-	enc  *protocol.Encoder
 
+	// Maps and slices are made when first needed and dropped when they
+	// empty again: most loaded documents are idle, and an idle document
+	// should hold little more than its text.
 	members map[protocol.SessionID]*Member
 	order   []protocol.SessionID // members in join order, for stable fan-out
 
@@ -307,6 +320,8 @@ type Engine struct {
 	sinks   map[int64]bool
 	history []sinkUpdate
 
+	cache *syncCache // encoded answer to a join from scratch (sync_cache.go)
+
 	rd  Ready
 	now time.Time
 }
@@ -316,11 +331,9 @@ type Engine struct {
 func NewEngine(doc string, text *crdt.Text, lastSeq, snapSeq uint64, audit []Audit, opts EngineOptions) *Engine {
 	opts = opts.withDefaults()
 	return &Engine{
-		doc: doc, opts: opts, text: text, enc: protocol.NewEncoder(),
-		members: make(map[protocol.SessionID]*Member),
+		doc: doc, opts: opts, text: text,
 		lastSeq: lastSeq, persisted: lastSeq, inflight: lastSeq, snapSeq: snapSeq,
-		pres: make(map[protocol.SessionID]*presEntry), dirty: make(map[protocol.SessionID]bool),
-		audit: audit, sinks: make(map[int64]bool),
+		audit: audit,
 	}
 }
 
@@ -394,6 +407,9 @@ func (e *Engine) Step(now time.Time, in Input) {
 		e.sinkIn(in)
 	case SinkOutIn:
 		delete(e.sinks, in.Sink)
+		if len(e.sinks) == 0 {
+			e.sinks = nil
+		}
 	case TickIn:
 		e.tick()
 	case PersistedIn:
@@ -425,13 +441,7 @@ func (e *Engine) Advance() {
 }
 
 func (e *Engine) send(to protocol.SessionID, f protocol.Frame) {
-	b, err := e.enc.Encode(nil, f)
-	if err != nil {
-		// Frames the engine builds are within the limits by construction;
-		// failing here is a bug, not bad input.
-		panic(fmt.Sprintf("syncer: encode %s: %v", f.Kind(), err))
-	}
-	e.rd.Sends = append(e.rd.Sends, Send{To: to, Frame: b})
+	e.rd.Sends = append(e.rd.Sends, Send{To: to, Frame: encodeFrame(nil, f)})
 }
 
 func (e *Engine) sendErr(to protocol.SessionID, code protocol.ErrorCode, clientSeq uint64, retryMs uint32, format string, args ...any) {
@@ -449,12 +459,13 @@ func (e *Engine) join(in JoinIn) {
 	if _, ok := e.members[m.Session]; !ok {
 		e.order = append(e.order, m.Session)
 	}
+	if e.members == nil {
+		e.members = make(map[protocol.SessionID]*Member)
+	}
 	e.members[m.Session] = &m
 	// What the client lacks, in frames within the protocol limits.
-	parts := protocol.SplitDelta(e.text.Since(in.Version), protocol.MaxOpsPerFrame, protocol.MaxFrameBytes/2)
-	v := e.text.Version()
-	for i, p := range parts {
-		e.send(m.Session, &protocol.Sync{Doc: e.doc, Seq: e.lastSeq, Version: v, Delta: p, More: i < len(parts)-1})
+	for _, f := range e.syncFrames(in.Version) {
+		e.rd.Sends = append(e.rd.Sends, Send{To: m.Session, Frame: f})
 	}
 	// Who is here already.
 	if len(e.pres) > 0 {
@@ -481,10 +492,14 @@ func (e *Engine) leave(s protocol.SessionID) {
 			break
 		}
 	}
+	if len(e.members) == 0 {
+		e.members, e.order = nil, nil
+	}
 	if _, ok := e.pres[s]; ok {
 		delete(e.pres, s)
 		delete(e.dirty, s)
 		e.gone = append(e.gone, s)
+		e.trimPresence()
 	}
 	// Its acks and parked ops stay: the edits still land; only the
 	// frames to it are dropped by the transport.
@@ -625,6 +640,7 @@ func (e *Engine) apply(d crdt.Delta, who Author, agent crdt.AgentKey, from proto
 // fragmented range, many authors) becomes several records, each within
 // the protocol's limits; the returned seq is the last one.
 func (e *Engine) record(d crdt.Delta, who Author, agent crdt.AgentKey, from protocol.SessionID, changes []crdt.Change) uint64 {
+	e.dropSyncCache()
 	for _, part := range protocol.SplitDelta(d, protocol.MaxOpsPerFrame, protocol.MaxFrameBytes/2) {
 		e.recordPart(part, who, agent, from)
 	}
@@ -639,7 +655,7 @@ func (e *Engine) record(d crdt.Delta, who Author, agent crdt.AgentKey, from prot
 			e.rd.Events = append(e.rd.Events, SinkEvent{Sink: s, Name: "update", Seq: seq, Data: ev})
 		}
 	} else {
-		e.history = e.history[:0]
+		e.history = nil
 	}
 	return seq
 }
@@ -648,12 +664,8 @@ func (e *Engine) record(d crdt.Delta, who Author, agent crdt.AgentKey, from prot
 func (e *Engine) recordPart(d crdt.Delta, who Author, agent crdt.AgentKey, from protocol.SessionID) {
 	e.lastSeq++
 	seq := e.lastSeq
-	u := &protocol.Update{Doc: e.doc, Seq: seq, Author: agent, Delta: d}
-	frame, err := e.enc.Encode(nil, u)
-	if err != nil {
-		// splitDelta keeps every part within the limits; this is a bug.
-		panic(fmt.Sprintf("syncer: encode update: %v", err))
-	}
+	// SplitDelta keeps every part within the limits.
+	frame := encodeFrame(nil, &protocol.Update{Doc: e.doc, Seq: seq, Author: agent, Delta: d})
 	ops, ins, del := stats(d)
 	a := Audit{Seq: seq, Time: e.now.UTC(), Subject: who.Subject, Name: who.Name, Agent: agent.String(), Ops: ops, Inserted: ins, Deleted: del}
 	e.rd.Records = append(e.rd.Records, Record{Seq: seq, Data: encodeRecord(a, frame)})
@@ -740,7 +752,11 @@ func (e *Engine) releaseAcks() {
 		}
 		e.send(a.session, &protocol.Ack{Doc: e.doc, ClientSeq: a.clientSeq, Seq: a.seq})
 	}
+	clear(e.acks[k:])
 	e.acks = e.acks[:k]
+	if k == 0 {
+		e.acks = nil
+	}
 }
 
 func (e *Engine) maybeSnapshot() {
@@ -772,6 +788,12 @@ func (e *Engine) presence(in PresenceIn) {
 	if user.Name == "" {
 		user = m.User
 	}
+	if e.pres == nil {
+		e.pres = make(map[protocol.SessionID]*presEntry)
+	}
+	if e.dirty == nil {
+		e.dirty = make(map[protocol.SessionID]bool)
+	}
 	e.pres[in.Session] = &presEntry{
 		peer: protocol.Peer{Session: in.Session, Agent: m.Agent, User: user, Clock: p.Clock, Cursor: p.Cursor, Selections: p.Selections},
 		seen: e.now,
@@ -788,14 +810,28 @@ func (e *Engine) tick() {
 			e.gone = append(e.gone, s)
 		}
 	}
+	e.trimPresence()
 	if (len(e.dirty) > 0 || len(e.gone) > 0) && e.now.Sub(e.lastRelay) >= e.opts.PresenceInterval {
 		e.relayPresence()
 	}
 	for len(e.parked) > 0 && e.now.Sub(e.parked[0].since) >= e.opts.ParkTimeout {
 		p := e.parked[0]
 		e.parked = e.parked[1:]
+		if len(e.parked) == 0 {
+			e.parked = nil
+		}
 		e.parkedN -= len(p.delta.Ops)
 		e.sendErr(p.session, protocol.CodeMissingDependency, p.clientSeq, 0, "ops waited %s for dependencies; rejoin to resync", e.opts.ParkTimeout)
+	}
+}
+
+// trimPresence drops the presence maps once they are empty.
+func (e *Engine) trimPresence() {
+	if len(e.pres) == 0 {
+		e.pres = nil
+	}
+	if len(e.dirty) == 0 {
+		e.dirty = nil
 	}
 }
 
@@ -809,7 +845,7 @@ func (e *Engine) relayPresence() {
 	}
 	gone := e.gone
 	dirty := e.dirty
-	e.dirty = make(map[protocol.SessionID]bool)
+	e.dirty = nil
 	e.gone = nil
 	// A session never gets its own presence back (docs/protocol.md §7).
 	// Members that published nothing share one encoding; each publisher
@@ -847,11 +883,7 @@ func (e *Engine) presenceFrames(peers []protocol.Peer, gone []protocol.SessionID
 	var out [][]byte
 	for len(peers) > 0 || len(gone) > 0 {
 		a, b := min(len(peers), protocol.MaxPresencePeers), min(len(gone), protocol.MaxPresencePeers)
-		f, err := e.enc.Encode(nil, &protocol.PresenceUpdate{Doc: e.doc, Peers: peers[:a], Gone: gone[:b]})
-		if err != nil {
-			panic(fmt.Sprintf("syncer: encode presence: %v", err))
-		}
-		out = append(out, f)
+		out = append(out, encodeFrame(nil, &protocol.PresenceUpdate{Doc: e.doc, Peers: peers[:a], Gone: gone[:b]}))
 		peers, gone = peers[a:], gone[b:]
 	}
 	return out
@@ -949,6 +981,9 @@ func (e *Engine) edit(in EditIn) {
 }
 
 func (e *Engine) sinkIn(in SinkIn) {
+	if e.sinks == nil {
+		e.sinks = make(map[int64]bool)
+	}
 	e.sinks[in.Sink] = true
 	// Resume from the history when it reaches back to in.From.
 	if in.From > 0 && in.From <= e.lastSeq && len(e.history) > 0 && e.history[0].seq <= in.From+1 {

@@ -72,7 +72,7 @@ type Options struct {
 	MemoryBudget int64
 	// InboxSize bounds each document's queue of inputs. A sender blocks
 	// when it is full, which pushes back on the connection that floods.
-	// Default 1024.
+	// Default 8 (DefaultInboxSize).
 	InboxSize int
 	// PersistRetry is the pause before retrying a failed append (say, disk
 	// full). Default 500 ms.
@@ -83,6 +83,22 @@ type Options struct {
 	Now func() time.Time
 }
 
+// DefaultInboxSize is the default Options.InboxSize.
+//
+// A channel's buffer is allocated when the channel is made, and a message
+// is about 100 bytes, so the inbox used to be most of what an idle
+// document costs: 1,024 slots made every loaded document about 100 KB.
+// Eight slots cost under 1 KB and lose nothing in batching: a sender that
+// finds the inbox full waits with its message, and the actor's drain takes
+// waiting senders' messages as readily as buffered ones, so a burst from
+// many connections is still handled, and flushed (one append, one
+// broadcast per peer), as one. What changes is how far one connection may
+// run ahead of its document before its reader blocks: 8 messages instead
+// of 1,024, which is the backpressure the inbox is for. (Measured with
+// 100 connections writing to one document: as many deltas per second with
+// 8 slots as with 1,024.)
+const DefaultInboxSize = 8
+
 func (o Options) withDefaults() Options {
 	if o.IdleTimeout <= 0 {
 		o.IdleTimeout = 60 * time.Second
@@ -91,7 +107,7 @@ func (o Options) withDefaults() Options {
 		o.MemoryBudget = 1 << 30
 	}
 	if o.InboxSize <= 0 {
-		o.InboxSize = 1024
+		o.InboxSize = DefaultInboxSize
 	}
 	if o.PersistRetry <= 0 {
 		o.PersistRetry = 500 * time.Millisecond
@@ -176,10 +192,10 @@ func (h *Hub) acquire(doc string) (*actor, error) {
 		go a.run()
 	}
 	a.refs++
+	loaded := a.loaded // nil once loading finished; loadErr is set then
 	h.mu.Unlock()
-	select {
-	case <-a.loaded:
-	case <-a.done:
+	if loaded != nil {
+		<-loaded
 	}
 	if a.loadErr != nil {
 		h.release(a)
@@ -224,10 +240,12 @@ func (h *Hub) overBudget() {
 		return
 	}
 	h.mu.Lock()
-	var idle []*actor
+	var idle, cached []*actor
 	for _, a := range h.docs {
 		if a.refs == 0 {
 			idle = append(idle, a)
+		} else if a.cached.Load() > 0 {
+			cached = append(cached, a)
 		}
 	}
 	h.mu.Unlock()
@@ -239,6 +257,15 @@ func (h *Hub) overBudget() {
 		}
 		over -= a.size.Load()
 		a.evict()
+	}
+	// Documents in use keep their text, but not what they keep only to
+	// answer joins sooner.
+	for _, a := range cached {
+		if over <= 0 {
+			break
+		}
+		over -= a.cached.Load()
+		a.dropCache()
 	}
 }
 
@@ -291,28 +318,38 @@ type persistDone struct {
 }
 
 // actor runs one document. Everything below the mutex line is owned by
-// its goroutine.
+// the goroutine that runs it; that goroutine changes (see loop), but one
+// starts the next and stops, so only one runs the actor at a time.
+//
+// A loaded document mostly waits, and there are many of them, so an idle
+// actor is kept small: maps and timers are made when needed and dropped
+// when they empty, and the goroutine that waits is a fresh one with the
+// smallest stack (see loop).
 type actor struct {
 	hub    *Hub
 	doc    string
 	inbox  chan msg
-	wake   chan struct{} // poke: re-check idleness
-	stop   chan struct{} // shutdown or eviction requested
-	loaded chan struct{} // closed once loading finished (see loadErr)
-	done   chan struct{} // closed when the goroutine exits
-	size   atomic.Int64
+	wake   chan struct{} // poke: re-check flags, idleness and the timer
+	loaded chan struct{} // closed once loading finished; nil after (hub.mu)
+	done   chan struct{} // closed when the actor stops
+	size   atomic.Int64  // estimated bytes, in hub.mem
+	cached atomic.Int64  // of which the engine's join answer (sync_cache.go)
 
 	loadErr error
-	stopMu  sync.Once
-	forced  atomic.Bool
+
+	// Requests from other goroutines, each followed by a poke.
+	forced    atomic.Bool // eviction
+	stopReq   atomic.Bool // hub shutdown
+	dropReq   atomic.Bool // drop the join answer: memory is short
+	timerFire atomic.Bool // the timer went off
 
 	// guarded by hub.mu
 	refs   int
 	idleAt time.Time
 
-	// owned by the actor goroutine
+	// owned by the goroutine running the actor
 	eng      *Engine
-	peers    map[protocol.SessionID]Peer
+	peers    map[protocol.SessionID]Peer // nil while empty, as are the maps below
 	leaving  map[protocol.SessionID]leavingPeer
 	durable  uint64 // newest log seq known durable
 	sinks    map[int64]chan<- SinkEvent
@@ -320,8 +357,9 @@ type actor struct {
 	queue    []Record // handed out by the engine, not yet durable
 	snap     *Record
 	inflight bool
-	persist  chan persistDone
+	persist  chan persistDone // made per write; nil while none is in flight
 	retryAt  time.Time
+	timer    *time.Timer // nil while nothing is due
 }
 
 // leavingPeer is a session that left the document (but may still be
@@ -337,16 +375,10 @@ type leavingPeer struct {
 func newActor(h *Hub, doc string) *actor {
 	return &actor{
 		hub: h, doc: doc,
-		inbox:   make(chan msg, h.opts.InboxSize),
-		wake:    make(chan struct{}, 1),
-		stop:    make(chan struct{}),
-		loaded:  make(chan struct{}),
-		done:    make(chan struct{}),
-		peers:   make(map[protocol.SessionID]Peer),
-		leaving: make(map[protocol.SessionID]leavingPeer),
-		sinks:   make(map[int64]chan<- SinkEvent),
-		replies: make(map[any]chan Reply),
-		persist: make(chan persistDone, 1),
+		inbox:  make(chan msg, h.opts.InboxSize),
+		wake:   make(chan struct{}, 1),
+		loaded: make(chan struct{}),
+		done:   make(chan struct{}),
 	}
 }
 
@@ -357,8 +389,10 @@ func (a *actor) poke() {
 	}
 }
 
-func (a *actor) evict()    { a.forced.Store(true); a.poke() }
-func (a *actor) shutdown() { a.stopMu.Do(func() { close(a.stop) }) }
+func (a *actor) evict()     { a.forced.Store(true); a.poke() }
+func (a *actor) shutdown()  { a.stopReq.Store(true); a.poke() }
+func (a *actor) dropCache() { a.dropReq.Store(true); a.poke() }
+func (a *actor) fire()      { a.timerFire.Store(true); a.poke() }
 
 // send queues a message, blocking while the inbox is full (backpressure
 // for the sender) unless the actor is gone.
@@ -436,8 +470,6 @@ func (a *actor) load() error {
 
 func (a *actor) run() {
 	h := a.hub
-	defer h.wg.Done()
-	defer close(a.done)
 	start := h.opts.Now()
 	if err := a.load(); err != nil {
 		a.loadErr = err
@@ -446,62 +478,132 @@ func (a *actor) run() {
 		if h.docs[a.doc] == a {
 			delete(h.docs, a.doc)
 		}
-		h.mu.Unlock()
 		close(a.loaded)
+		a.loaded = nil
+		h.mu.Unlock()
+		close(a.done)
+		h.wg.Done()
 		return
 	}
 	h.opts.Metrics.docLoads.Observe(h.opts.Now().Sub(start).Seconds())
 	h.opts.Metrics.docsLoaded.Inc()
-	defer h.opts.Metrics.docsLoaded.Dec()
 	a.updateSize()
-	defer func() { h.mem.Add(-a.size.Load()) }()
+	h.mu.Lock()
 	close(a.loaded)
+	a.loaded = nil
+	h.mu.Unlock()
 	h.overBudget()
+	if !a.tend() {
+		go a.loop() // on a fresh stack: loading may have grown this one
+	}
+}
 
-	timer := time.NewTimer(time.Hour)
-	defer timer.Stop()
-	stopping := false
-	stop := a.stop
-	for {
-		if !a.safe(a.flush) {
-			a.crash()
-			return
+// loop serves the document until it stops: wait for something, handle it,
+// carry out what the engine wants. A goroutine's stack grows with the
+// deepest work it did (a join of a long history, a big delta), and the
+// garbage collector shrinks a waiting one only while it uses under a
+// quarter of it, which a waiting actor's frames never do below 4 KiB. So
+// after working, the loop hands itself to a new goroutine, whose stack
+// starts small, and the old one ends with its stack: a document that waits
+// holds the smallest stack the runtime gives. That is one goroutine start
+// per burst of work, about a microsecond.
+func (a *actor) loop() {
+	if a.wait() || a.tend() {
+		return
+	}
+	go a.loop()
+}
+
+// wait blocks until something happens and handles it. It reports whether
+// the actor stopped (a panic took the document down).
+func (a *actor) wait() (stopped bool) {
+	ok := true
+	select {
+	case m := <-a.inbox:
+		ok = a.burst(m)
+	case r := <-a.persist:
+		ok = a.safePersisted(r)
+	case <-a.wake:
+		ok = a.woken()
+	}
+	if !ok {
+		a.crash()
+		a.exit()
+	}
+	return !ok
+}
+
+// tend carries out what the engine wants, stops the actor when it may, and
+// arms the timer for the engine's next deadline. It reports whether the
+// actor stopped.
+func (a *actor) tend() (stopped bool) {
+	if !a.safe(a.flush) {
+		a.crash()
+		a.exit()
+		return true
+	}
+	if a.maybeExit(a.stopReq.Load()) {
+		a.exit()
+		return true
+	}
+	a.armTimer()
+	return false
+}
+
+// exit releases what the running actor holds in the hub; the actor's
+// goroutine ends right after.
+func (a *actor) exit() {
+	h := a.hub
+	a.stopTimer()
+	h.mem.Add(-a.size.Load())
+	h.opts.Metrics.docsLoaded.Dec()
+	close(a.done)
+	h.wg.Done()
+}
+
+// burst handles m and whatever else is queued (up to a bound) before the
+// flush: one flush (one append, one broadcast per peer) per burst. It
+// reports false if a handler panicked.
+func (a *actor) burst(m msg) (ok bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			a.crashed(r)
+			ok = false
 		}
-		if a.maybeExit(stopping) {
-			return
-		}
-		a.armTimer(timer)
-		ok := true
+	}()
+	a.handle(m)
+	for n := 0; n < 256; n++ {
 		select {
 		case m := <-a.inbox:
-			ok = a.safe(func() {
-				a.handle(m)
-				// Drain what else is queued before flushing: one flush (one
-				// append, one broadcast per peer) per burst.
-				for n := 0; n < 256; n++ {
-					select {
-					case m := <-a.inbox:
-						a.handle(m)
-						continue
-					default:
-					}
-					break
-				}
-			})
-		case r := <-a.persist:
-			ok = a.safe(func() { a.persisted(r) })
-		case <-timer.C:
-			ok = a.safe(func() { a.eng.Step(h.opts.Now(), TickIn{}) })
-		case <-a.wake:
-		case <-stop:
-			stopping = true
-			stop = nil
-		}
-		if !ok {
-			a.crash()
-			return
+			a.handle(m)
+		default:
+			return true
 		}
 	}
+	return true
+}
+
+func (a *actor) safePersisted(r persistDone) (ok bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			a.crashed(r)
+			ok = false
+		}
+	}()
+	a.persisted(r)
+	return true
+}
+
+// woken handles the requests that come with a poke.
+func (a *actor) woken() bool {
+	if a.dropReq.Swap(false) {
+		a.eng.dropSyncCache()
+		a.updateSize()
+	}
+	if a.timerFire.Swap(false) {
+		return a.safe(func() { a.eng.Step(a.hub.opts.Now(), TickIn{}) })
+	}
+	return true
 }
 
 // safe runs fn and reports false if it panicked. A panic means a bug met
@@ -509,13 +611,17 @@ func (a *actor) run() {
 func (a *actor) safe(fn func()) (ok bool) {
 	defer func() {
 		if r := recover(); r != nil {
-			a.hub.opts.Logger.Error("document crashed", "doc", a.doc, "panic", r, "stack", string(debug.Stack()))
-			a.hub.opts.Metrics.errors.WithLabelValues("panic").Inc()
+			a.crashed(r)
 			ok = false
 		}
 	}()
 	fn()
 	return true
+}
+
+func (a *actor) crashed(r any) {
+	a.hub.opts.Logger.Error("document crashed", "doc", a.doc, "panic", r, "stack", string(debug.Stack()))
+	a.hub.opts.Metrics.errors.WithLabelValues("panic").Inc()
 }
 
 // crash takes a document that panicked out of service: its members are
@@ -582,7 +688,10 @@ func (a *actor) maybeExit(stopping bool) bool {
 	return false
 }
 
-func (a *actor) armTimer(t *time.Timer) {
+// armTimer sets the timer for the engine's next deadline, a failed
+// append's retry or, while unreferenced, the idle unload; with none of
+// them due there is no timer at all.
+func (a *actor) armTimer() {
 	now := a.hub.opts.Now()
 	d := a.eng.Deadline()
 	if !a.retryAt.IsZero() && (d.IsZero() || a.retryAt.Before(d)) {
@@ -597,32 +706,56 @@ func (a *actor) armTimer(t *time.Timer) {
 		}
 	}
 	a.hub.mu.Unlock()
-	wait := time.Hour
-	if !d.IsZero() {
-		wait = max(d.Sub(now), time.Millisecond)
+	if d.IsZero() {
+		a.stopTimer()
+		return
 	}
-	t.Reset(wait)
+	wait := max(d.Sub(now), time.Millisecond)
+	if a.timer == nil {
+		a.timer = time.AfterFunc(wait, a.fire)
+		return
+	}
+	a.timer.Reset(wait)
+}
+
+func (a *actor) stopTimer() {
+	if a.timer != nil {
+		a.timer.Stop()
+		a.timer = nil
+	}
 }
 
 func (a *actor) handle(m msg) {
 	now := a.hub.opts.Now()
 	switch m.kind {
 	case mJoin:
+		if a.peers == nil {
+			a.peers = make(map[protocol.SessionID]Peer)
+		}
 		a.peers[m.session] = m.peer
 		delete(a.leaving, m.session)
 		a.eng.Step(now, m.in)
 	case mLeave:
 		a.eng.Step(now, LeaveIn{Session: m.session})
 		if p := a.peers[m.session]; p != nil {
+			if a.leaving == nil {
+				a.leaving = make(map[protocol.SessionID]leavingPeer)
+			}
 			a.leaving[m.session] = leavingPeer{peer: p, upto: a.eng.Seq()}
 		}
 		delete(a.peers, m.session)
+		if len(a.peers) == 0 {
+			a.peers = nil
+		}
 	case mSink:
 		if m.sink != nil {
+			if a.sinks == nil {
+				a.sinks = make(map[int64]chan<- SinkEvent)
+			}
 			a.sinks[m.sinkID] = m.sink
 			a.eng.Step(now, m.in)
 		} else {
-			delete(a.sinks, m.sinkID)
+			a.dropSink(m.sinkID)
 			a.eng.Step(now, SinkOutIn{Sink: m.sinkID})
 		}
 	case mCall:
@@ -630,9 +763,34 @@ func (a *actor) handle(m msg) {
 		close(m.done)
 	default:
 		if ei, ok := m.in.(EditIn); ok && m.reply != nil {
+			if a.replies == nil {
+				a.replies = make(map[any]chan Reply)
+			}
 			a.replies[ei.Token] = m.reply
 		}
 		a.eng.Step(now, m.in)
+	}
+}
+
+// pruneLeaving forgets the sessions that left and are owed nothing more:
+// everything up to what they sent is durable, so their acks went out with
+// the Sends just delivered. Kept longer, a departed session would keep its
+// whole connection's memory alive with the document.
+func (a *actor) pruneLeaving() {
+	for id, l := range a.leaving {
+		if a.durable >= l.upto {
+			delete(a.leaving, id)
+		}
+	}
+	if len(a.leaving) == 0 {
+		a.leaving = nil
+	}
+}
+
+func (a *actor) dropSink(id int64) {
+	delete(a.sinks, id)
+	if len(a.sinks) == 0 {
+		a.sinks = nil
 	}
 }
 
@@ -640,7 +798,9 @@ func (a *actor) handle(m msg) {
 func (a *actor) flush() {
 	e := a.eng
 	if !e.HasReady() {
-		// Nothing new, but a failed append may be due for its retry.
+		// Nothing new, but a failed append may be due for its retry, and
+		// sessions that left may be owed nothing any more.
+		a.pruneLeaving()
 		a.startPersist()
 		return
 	}
@@ -658,11 +818,7 @@ func (a *actor) flush() {
 			l.peer.Send(s.Frame)
 		}
 	}
-	for id, l := range a.leaving {
-		if a.durable >= l.upto {
-			delete(a.leaving, id) // everything it is owed went out above
-		}
-	}
+	a.pruneLeaving()
 	for _, b := range rd.Broadcasts {
 		start := time.Now()
 		for id, p := range a.peers {
@@ -678,6 +834,9 @@ func (a *actor) flush() {
 			ch <- r
 		}
 	}
+	if len(a.replies) == 0 {
+		a.replies = nil
+	}
 	for _, ev := range rd.Events {
 		if ch := a.sinks[ev.Sink]; ch != nil {
 			select {
@@ -686,7 +845,7 @@ func (a *actor) flush() {
 				// A stream that cannot keep up is cut; it resumes with
 				// Last-Event-ID.
 				close(ch)
-				delete(a.sinks, ev.Sink)
+				a.dropSink(ev.Sink)
 				e.Step(a.hub.opts.Now(), SinkOutIn{Sink: ev.Sink})
 			}
 		}
@@ -700,10 +859,18 @@ func (a *actor) flush() {
 	a.updateSize()
 }
 
+// updateSize brings the hub's memory estimate up to date. A join answer
+// just kept may take the hub over its budget, which then frees memory as
+// a document load does.
 func (a *actor) updateSize() {
-	n := int64(a.eng.Text().MemSize())
+	n := int64(a.eng.memSize())
 	old := a.size.Swap(n)
-	a.hub.mem.Add(n - old)
+	h := a.hub
+	h.mem.Add(n - old)
+	c := int64(a.eng.syncCacheBytes())
+	if oc := a.cached.Swap(c); c > oc && h.mem.Load() > h.opts.MemoryBudget {
+		h.overBudget()
+	}
 }
 
 // startPersist hands the queued records (or else a snapshot) to a writer
@@ -717,6 +884,10 @@ func (a *actor) startPersist() {
 	}
 	a.retryAt = time.Time{}
 	a.inflight = true
+	if a.persist == nil {
+		a.persist = make(chan persistDone, 1)
+	}
+	ch := a.persist
 	h := a.hub
 	doc := a.doc
 	if len(a.queue) > 0 {
@@ -733,7 +904,7 @@ func (a *actor) startPersist() {
 			if err == nil && last != want {
 				err = fmt.Errorf("syncer: log of %s at seq %d, engine expected %d", doc, last, want)
 			}
-			a.persist <- persistDone{upto: want, err: err, took: time.Since(start)}
+			ch <- persistDone{upto: want, err: err, took: time.Since(start)}
 		}()
 		return
 	}
@@ -742,13 +913,14 @@ func (a *actor) startPersist() {
 	go func() {
 		defer h.wg.Done()
 		err := h.log.SaveSnapshot(doc, snap.Seq, snap.Data)
-		a.persist <- persistDone{upto: snap.Seq, snap: true, err: err}
+		ch <- persistDone{upto: snap.Seq, snap: true, err: err}
 	}()
 }
 
 func (a *actor) persisted(r persistDone) {
 	h := a.hub
 	a.inflight = false
+	a.persist = nil
 	now := h.opts.Now()
 	if r.snap {
 		a.snap = nil
@@ -772,7 +944,13 @@ func (a *actor) persisted(r persistDone) {
 	for k < len(a.queue) && a.queue[k].Seq <= r.upto {
 		k++
 	}
-	a.queue = append(a.queue[:0], a.queue[k:]...)
+	// Drop the written records, and their bytes with them.
+	n := copy(a.queue, a.queue[k:])
+	clear(a.queue[n:])
+	a.queue = a.queue[:n]
+	if n == 0 {
+		a.queue = nil
+	}
 	a.durable = max(a.durable, r.upto)
 	a.eng.Step(now, PersistedIn{Seq: r.upto})
 }
