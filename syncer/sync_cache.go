@@ -58,20 +58,28 @@ func (e *Engine) syncFrames(v crdt.Version) [][]byte {
 	d := e.text.Since(v)
 	parts := splitForFrames(d)
 	ver := e.text.Version()
+	keep := scratch && len(d.Ops) >= syncCacheMinOps
 	frames := make([][]byte, 0, len(parts))
 	size := 0
+	var buf []byte
 	for i := range parts {
 		f := &protocol.Sync{Doc: e.doc, Seq: e.lastSeq, Version: ver, Delta: parts[i], More: i < len(parts)-1}
-		b := encodeFrame(make([]byte, 0, protocol.EstimateBytes(&parts[i])+syncHeadroom+len(e.doc)+18*len(ver)), f)
-		frames = append(frames, b)
-		size += len(b)
-	}
-	if scratch && len(d.Ops) >= syncCacheMinOps && size <= e.opts.SyncCacheBytes {
-		// The buffers were sized by an estimate, generous for ops without
-		// text; what is kept is kept at its size.
-		for i, b := range frames {
-			frames[i] = append(make([]byte, 0, len(b)), b...)
+		est := protocol.EstimateBytes(&parts[i]) + syncHeadroom + len(e.doc) + 18*len(ver)
+		if len(parts) == 1 && !keep {
+			frames = append(frames, encodeFrame(make([]byte, 0, est), f))
+			size += len(frames[0])
+			break
 		}
+		// A long answer: the estimate is generous for ops without text, so
+		// encode into one scratch buffer and keep each frame at its size.
+		if cap(buf) < est {
+			buf = make([]byte, 0, est)
+		}
+		buf = encodeFrame(buf[:0], f)
+		frames = append(frames, append(make([]byte, 0, len(buf)), buf...))
+		size += len(buf)
+	}
+	if keep && size <= e.opts.SyncCacheBytes {
 		e.cache = &syncCache{seq: e.lastSeq, frames: frames, bytes: size}
 	}
 	return frames
@@ -118,12 +126,75 @@ var opOverhead = protocol.EstimateBytes(&crdt.Delta{Ops: make([]crdt.Op, 1)}) - 
 func splitForFrames(d crdt.Delta) []crdt.Delta {
 	const maxOps, maxBytes = protocol.MaxOpsPerFrame, protocol.MaxFrameBytes / 2
 	fits := len(d.Ops) <= maxOps && protocol.EstimateBytes(&d) <= maxBytes && len(d.Agents) <= protocol.MaxAgentsPerDelta
-	for i := 0; fits && i < len(d.Ops); i++ {
-		fits = len(d.Ops[i].Text) <= protocol.MaxOpTextBytes
+	long := false
+	for i := range d.Ops {
+		long = long || len(d.Ops[i].Text) > protocol.MaxOpTextBytes
 	}
-	if fits {
+	if fits && !long {
 		return []crdt.Delta{d}
 	}
+	if long {
+		return splitCopying(d)
+	}
+	// Without inserts to cut, a part is a run of d's ops. Its agent table
+	// lists the agents its ops name in order of first mention; where that
+	// is a prefix of d's own table, as it always is for the first part and
+	// for a history of one author, the part shares d's ops unchanged.
+	remap := make([]uint32, len(d.Agents))
+	stamp := make([]int32, len(d.Agents))
+	var out []crdt.Delta
+	var agents []crdt.AgentKey
+	first, size, part, same := 0, 0, int32(1), true
+	agent := func(i uint32) {
+		if i != crdt.RootAgent && stamp[i] != part {
+			stamp[i] = part
+			remap[i] = uint32(len(agents))
+			same = same && i == uint32(len(agents))
+			agents = append(agents, d.Agents[i])
+		}
+	}
+	cut := func(end int) {
+		ops := d.Ops[first:end:end]
+		if !same {
+			ops = make([]crdt.Op, end-first)
+			for k, o := range d.Ops[first:end] {
+				o.Agent = remap[o.Agent]
+				if o.Kind == crdt.OpInsert {
+					if o.Origin.Agent != crdt.RootAgent {
+						o.Origin.Agent = remap[o.Origin.Agent]
+					}
+				} else {
+					o.Target.Agent = remap[o.Target.Agent]
+				}
+				ops[k] = o
+			}
+		}
+		out = append(out, crdt.Delta{Agents: agents, Ops: ops})
+	}
+	for i := range d.Ops {
+		o := &d.Ops[i]
+		cost := opOverhead + len(o.Text)
+		if n := i - first; n > 0 && (n >= maxOps || size+cost > maxBytes || len(agents)+3 > protocol.MaxAgentsPerDelta) {
+			cut(i)
+			agents, first, size, same = nil, i, 0, true
+			part++
+		}
+		agent(o.Agent)
+		if o.Kind == crdt.OpInsert {
+			agent(o.Origin.Agent)
+		} else {
+			agent(o.Target.Agent)
+		}
+		size += cost
+	}
+	cut(len(d.Ops))
+	return out
+}
+
+// splitCopying is splitForFrames for a delta with inserts to cut: every
+// part gets its own ops.
+func splitCopying(d crdt.Delta) []crdt.Delta {
+	const maxOps, maxBytes = protocol.MaxOpsPerFrame, protocol.MaxFrameBytes / 2
 	// The parts' ops share one array; agents are renumbered per part
 	// through a table stamped with the part's number.
 	all := make([]crdt.Op, 0, len(d.Ops))

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/weft-sync/weft/crdt"
+	"github.com/weft-sync/weft/internal/edittrace"
 	"github.com/weft-sync/weft/protocol"
 )
 
@@ -464,4 +465,39 @@ func TestHub_IdleDocumentsAreSmall(t *testing.T) {
 		t.Fatalf("%.0f heap bytes per idle 1 KB document, want under 16 KiB", per)
 	}
 	runtime.KeepAlive(acts)
+}
+
+// BenchmarkJoinFromScratch builds the answer to a join from scratch of the
+// automerge-paper document (its whole history), uncached, and served from
+// the cache.
+func BenchmarkJoinFromScratch(b *testing.B) {
+	tr, err := edittrace.Shared("automerge-paper.json.gz")
+	if err != nil {
+		b.Skip(err)
+	}
+	text := crdt.New(cacheAgent(1))
+	for _, tx := range tr.Txns {
+		for _, p := range tx.Patches {
+			if _, err := text.Replace(p.Pos, p.Del, p.Ins); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	for _, bc := range []struct {
+		name  string
+		bytes int
+	}{{"build", -1}, {"cached", 0}} {
+		b.Run(bc.name, func(b *testing.B) {
+			e := NewEngine("doc", text, 1, 0, nil, EngineOptions{SyncCacheBytes: bc.bytes})
+			var size int
+			b.ReportAllocs()
+			for b.Loop() {
+				size = 0
+				for _, f := range e.syncFrames(nil) {
+					size += len(f)
+				}
+			}
+			b.ReportMetric(float64(size), "frame-bytes")
+		})
+	}
 }
