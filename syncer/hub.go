@@ -65,7 +65,8 @@ type Peer interface {
 type Options struct {
 	Engine EngineOptions
 	// IdleTimeout unloads a document this long after its last subscriber
-	// left. Default 60 s.
+	// left (or up to a sixteenth of it later: one timer serves every
+	// document). Default 60 s.
 	IdleTimeout time.Duration
 	// MemoryBudget caps the estimated bytes of loaded documents; over it,
 	// idle documents are unloaded least recently used first. Default 1 GiB.
@@ -134,9 +135,14 @@ type Hub struct {
 	log  Log
 	opts Options
 
-	mu     sync.Mutex // guards docs, closed, and every actor's refs/idleAt
+	mu     sync.Mutex // guards docs, closed, the idle timer, and every actor's refs/idleAt
 	docs   map[string]*actor
 	closed bool
+
+	// One timer for every unreferenced document's idle unload (sweepIdle),
+	// rather than one per document; it is set for idleWake.
+	idleTimer *time.Timer
+	idleWake  time.Time
 
 	mem atomic.Int64 // estimated bytes of loaded documents
 	wg  sync.WaitGroup
@@ -269,11 +275,60 @@ func (h *Hub) overBudget() {
 	}
 }
 
+// idleSlack is how late an idle document may unload: sweeps for idle
+// documents are at least this far apart.
+func (h *Hub) idleSlack() time.Duration { return max(h.opts.IdleTimeout/16, time.Millisecond) }
+
+// wakeIdle makes sure the hub sweeps for idle documents by a little after
+// t. h.mu is held.
+func (h *Hub) wakeIdle(t time.Time) {
+	slack := h.idleSlack()
+	if h.closed || !h.idleWake.IsZero() && !h.idleWake.After(t.Add(slack)) {
+		return
+	}
+	h.idleWake = t
+	d := max(t.Sub(h.opts.Now()), slack)
+	if h.idleTimer == nil {
+		h.idleTimer = time.AfterFunc(d, h.sweepIdle)
+		return
+	}
+	h.idleTimer.Reset(d)
+}
+
+// sweepIdle pokes the documents unreferenced for IdleTimeout, which then
+// unload (once nothing of theirs waits for the disk), and sets the timer
+// for the next one.
+func (h *Hub) sweepIdle() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.idleWake = time.Time{}
+	now := h.opts.Now()
+	var next time.Time
+	for _, a := range h.docs {
+		if a.refs > 0 {
+			continue
+		}
+		if dl := a.idleAt.Add(h.opts.IdleTimeout); dl.After(now) {
+			if next.IsZero() || dl.Before(next) {
+				next = dl
+			}
+			continue
+		}
+		a.poke()
+	}
+	if !next.IsZero() {
+		h.wakeIdle(next)
+	}
+}
+
 // Close stops accepting work, lets every document write what it holds,
 // and waits for all of them to stop.
 func (h *Hub) Close() error {
 	h.mu.Lock()
 	h.closed = true
+	if h.idleTimer != nil {
+		h.idleTimer.Stop()
+	}
 	all := make([]*actor, 0, len(h.docs))
 	for _, a := range h.docs {
 		all = append(all, a)
@@ -688,24 +743,21 @@ func (a *actor) maybeExit(stopping bool) bool {
 	return false
 }
 
-// armTimer sets the timer for the engine's next deadline, a failed
-// append's retry or, while unreferenced, the idle unload; with none of
-// them due there is no timer at all.
+// armTimer sets the timer for the engine's next deadline or a failed
+// append's retry; with neither due there is no timer at all. While
+// unreferenced, the hub's idle sweep wakes the actor to unload.
 func (a *actor) armTimer() {
-	now := a.hub.opts.Now()
+	h := a.hub
+	h.mu.Lock()
+	if a.refs == 0 && a.eng.Members() == 0 {
+		h.wakeIdle(a.idleAt.Add(h.opts.IdleTimeout))
+	}
+	h.mu.Unlock()
+	now := h.opts.Now()
 	d := a.eng.Deadline()
 	if !a.retryAt.IsZero() && (d.IsZero() || a.retryAt.Before(d)) {
 		d = a.retryAt
 	}
-	// While unreferenced, wake at the idle deadline to unload.
-	a.hub.mu.Lock()
-	if a.refs == 0 && a.eng.Members() == 0 {
-		idle := a.idleAt.Add(a.hub.opts.IdleTimeout)
-		if d.IsZero() || idle.Before(d) {
-			d = idle
-		}
-	}
-	a.hub.mu.Unlock()
 	if d.IsZero() {
 		a.stopTimer()
 		return

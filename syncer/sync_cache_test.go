@@ -501,3 +501,50 @@ func BenchmarkJoinFromScratch(b *testing.B) {
 		})
 	}
 }
+
+// TestHub_IdleSweep: unreferenced documents hold no timer of their own;
+// the hub's one idle timer unloads each IdleTimeout after its release, not
+// sooner, and not much later.
+func TestHub_IdleSweep(t *testing.T) {
+	const idle, docs = 60 * time.Millisecond, 12
+	h := NewHub(&cacheTestLog{snaps: map[string][]byte{}, recs: map[string]int{}}, Options{IdleTimeout: idle})
+	defer h.Close()
+	released := map[string]time.Time{}
+	for i := range docs {
+		id := string(rune('a' + i))
+		a, err := h.acquire(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.release(a)
+		released[id] = time.Now()
+		var timer bool
+		if err := a.call(func(*Engine) { timer = a.timer != nil }); err != nil {
+			t.Fatal(err)
+		}
+		if timer {
+			t.Fatal("an unreferenced document holds a timer of its own")
+		}
+		time.Sleep(idle / 8) // staggered deadlines
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(released) > 0 {
+		loaded := map[string]bool{}
+		for _, id := range h.Loaded() {
+			loaded[id] = true
+		}
+		for id, at := range released {
+			if loaded[id] {
+				continue
+			}
+			if took := time.Since(at); took < idle {
+				t.Fatalf("%s unloaded %v after its release, IdleTimeout is %v", id, took, idle)
+			}
+			delete(released, id)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d documents still loaded 10 s on", len(released))
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
