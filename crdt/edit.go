@@ -46,15 +46,18 @@ type deltaSlot struct {
 	ops    [1]Op
 }
 
-// deltaSlab is how many slots are allocated at once. Handing out slots from
-// a slab makes a keystroke allocation-free most of the time; the price is
+// deltaSlab is the most slots allocated at once. Handing out slots from a
+// slab makes a keystroke allocation-free most of the time; the price is
 // that a slab stays alive while any delta cut from it does (a few KiB).
+// Slabs start at 4 slots and double, so a replica that edits rarely (the
+// server's, for HTTP edits) does not pay for 64.
 const deltaSlab = 64
 
 // newBuilder returns a builder backed by the next free delta slot.
 func newBuilder(t *Text) deltaBuilder {
 	if len(t.slab) == 0 {
-		t.slab = make([]deltaSlot, deltaSlab)
+		t.slabN = min(max(2*t.slabN, 4), deltaSlab)
+		t.slab = make([]deltaSlot, t.slabN)
 	}
 	st := &t.slab[0]
 	t.slab = t.slab[1:]

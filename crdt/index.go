@@ -24,7 +24,7 @@ var idChunkCap = 128
 func (x *idIndex) clone() idIndex {
 	c := idIndex{chunks: make([][]idEntry, len(x.chunks)), firsts: append([]uint32(nil), x.firsts...)}
 	for i, ch := range x.chunks {
-		c.chunks[i] = append(make([]idEntry, 0, idChunkCap+1), ch...)
+		c.chunks[i] = append([]idEntry(nil), ch...)
 	}
 	return c
 }
@@ -61,7 +61,8 @@ func (x *idIndex) find(s uint32) int32 {
 func (x *idIndex) insert(e idEntry) {
 	nc := len(x.chunks)
 	if nc == 0 {
-		x.chunks = append(x.chunks, append(make([]idEntry, 0, idChunkCap+1), e))
+		// Start small: most agents of a document write a few runs.
+		x.chunks = append(x.chunks, append(make([]idEntry, 0, 4), e))
 		x.firsts = append(x.firsts, e.seq)
 		return
 	}

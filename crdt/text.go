@@ -84,6 +84,7 @@ type Text struct {
 	self   uint32
 	clock  uint64      // highest Lamport time seen
 	slab   []deltaSlot // unused backing for local deltas; never shared by clones
+	slabN  int         // size of the last slab (see newBuilder)
 	lastID int32       // span handle findID found last (a hint, see findID)
 }
 
