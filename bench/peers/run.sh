@@ -6,7 +6,12 @@
 #   bench/peers/run.sh                 # defaults: a few minutes each
 #   BENCHFLAGS=-bench.large bench/peers/run.sh
 #
-# Yorkie: see bench/peers/yorkie/README.md (server built, no load client yet).
+# Yorkie: bench/peers/yorkie (its own Go module) is built and run after
+# Hocuspocus; if it fails to build or run, run.sh says why and goes on.
+#   YORKIE=0 skips it; YORKIE_JOIN=final writes only the end text of
+#   automerge-paper for the join instead of its whole history, which takes
+#   Yorkie's SDK 4–7 minutes here; YORKIE_CLIENTS=10,100 are the
+#   fan-out client counts.
 set -euo pipefail
 cd "$(dirname "$0")"
 peers=$PWD
@@ -31,5 +36,24 @@ cd "$peers/hocuspocus"
 [ -d node_modules ] || npm ci --no-audit --no-fund >&2
 node run.mjs | tee "$OUT/hocuspocus.jsonl" >&2
 
+echo "== yorkie" >&2
+: >"$OUT/yorkie.jsonl"
+if [ "${YORKIE:-1}" = 0 ]; then
+	echo "yorkie: skipped (YORKIE=0)" >&2
+elif ! "$peers/yorkie/build.sh" >"$OUT/yorkie-build.log" 2>&1; then
+	echo "yorkie: build failed, so no Yorkie figures; the end of $OUT/yorkie-build.log:" >&2
+	tail -n 15 "$OUT/yorkie-build.log" >&2
+else
+	tail -n 1 "$OUT/yorkie-build.log" >&2
+	timeout 45m "$peers/yorkie/bin/yorkie-load" -clients "${YORKIE_CLIENTS:-10,100}" -join-mode "${YORKIE_JOIN:-history}" \
+		-deadline 20m ${TRACES:+-traces "$TRACES"} fanout memory join 2> >(tee "$OUT/yorkie.log" >&2) |
+		tee "$OUT/yorkie.jsonl" >&2 ||
+		{ echo "yorkie: the load client failed (exit $?); the end of $OUT/yorkie.log:" >&2; tail -n 15 "$OUT/yorkie.log" >&2; }
+	grep -h '"error"' "$OUT/yorkie.jsonl" >&2 || true
+fi
+
 echo >&2
 node "$peers/table.mjs" "$OUT/weft.txt" "$OUT/hocuspocus.jsonl" | tee "$OUT/table.md"
+echo
+node "$peers/yorkie/table.mjs" "$OUT/weft.txt" "$OUT/hocuspocus.jsonl" "$OUT/yorkie.jsonl" | tee "$OUT/table-yorkie.md" ||
+	echo "yorkie: could not print its table" >&2
