@@ -75,6 +75,56 @@ func (s *sse) write() error {
 
 func (s *sse) flush() error { return s.rc.Flush() }
 
+// refuseDraining answers 503 with Retry-After while the server shuts down.
+func (a *api) refuseDraining(w http.ResponseWriter) bool {
+	if !a.s.Draining() {
+		return false
+	}
+	w.Header().Set("Retry-After", "2")
+	apiError(w, http.StatusServiceUnavailable, protocol.CodeGoingAway.String(), "server shutting down")
+	return true
+}
+
+// serveSSE runs an event stream: it writes each event from events (until
+// that channel closes) and calls tick every interval (and at once when
+// tickNow is set), until a write fails, the client leaves, the token
+// expires or the server stops.
+func (a *api) serveSSE(w http.ResponseWriter, r *http.Request, c *auth.Claims, every time.Duration, tickNow bool,
+	events <-chan SinkEvent, tick func(*sse) error) {
+	out, err := startSSE(w)
+	defer out.end()
+	if err != nil || r.Method == http.MethodHead {
+		return
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	exp, expired := a.expiry(c)
+	if exp != nil {
+		defer exp.Stop()
+	}
+	if tickNow && tick(out) != nil {
+		return
+	}
+	for {
+		select {
+		case ev, ok := <-events:
+			if !ok || out.event(ev.Name, strconv.FormatUint(ev.Seq, 10), ev.Data) != nil {
+				return
+			}
+		case <-t.C:
+			if tick(out) != nil {
+				return
+			}
+		case <-r.Context().Done():
+			return
+		case <-expired:
+			return
+		case <-a.s.stop:
+			return
+		}
+	}
+}
+
 // expiry fires when the token expires (never for claims without expiry).
 func (a *api) expiry(c *auth.Claims) (*time.Timer, <-chan time.Time) {
 	if c.ExpiresAt.IsZero() {
@@ -117,9 +167,7 @@ func (a *api) events(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if a.s.Draining() {
-		w.Header().Set("Retry-After", "2")
-		apiError(w, http.StatusServiceUnavailable, protocol.CodeGoingAway.String(), "server shutting down")
+	if a.refuseDraining(w) {
 		return
 	}
 	// An unknown document is 404 rather than an empty stream: after a
@@ -138,38 +186,7 @@ func (a *api) events(w http.ResponseWriter, r *http.Request) {
 	}
 	defer func() { _ = act.send(msg{kind: mSink, sinkID: id}) }()
 
-	out, err := startSSE(w)
-	defer out.end()
-	if err != nil || r.Method == http.MethodHead {
-		return
-	}
-	hb := time.NewTicker(a.opts.HeartbeatInterval)
-	defer hb.Stop()
-	exp, expired := a.expiry(c)
-	if exp != nil {
-		defer exp.Stop()
-	}
-	for {
-		select {
-		case ev, ok := <-ch:
-			if !ok {
-				return
-			}
-			if out.event(ev.Name, strconv.FormatUint(ev.Seq, 10), ev.Data) != nil {
-				return
-			}
-		case <-hb.C:
-			if out.comment("ping") != nil {
-				return
-			}
-		case <-r.Context().Done():
-			return
-		case <-expired:
-			return
-		case <-a.s.stop:
-			return
-		}
-	}
+	a.serveSSE(w, r, c, a.opts.HeartbeatInterval, false, ch, func(out *sse) error { return out.comment("ping") })
 }
 
 // --- GET /v1/dashboard/events ------------------------------------------------
@@ -306,34 +323,10 @@ func (a *api) dashboard(w http.ResponseWriter, r *http.Request) {
 	if c == nil {
 		return
 	}
-	if a.s.Draining() {
-		w.Header().Set("Retry-After", "2")
-		apiError(w, http.StatusServiceUnavailable, protocol.CodeGoingAway.String(), "server shutting down")
+	if a.refuseDraining(w) {
 		return
 	}
-	out, err := startSSE(w)
-	defer out.end()
-	if err != nil || r.Method == http.MethodHead {
-		return
-	}
-	tick := time.NewTicker(a.opts.StatsInterval)
-	defer tick.Stop()
-	exp, expired := a.expiry(c)
-	if exp != nil {
-		defer exp.Stop()
-	}
-	for {
-		if out.event("stats", "", a.dashStats(c)) != nil {
-			return
-		}
-		select {
-		case <-tick.C:
-		case <-r.Context().Done():
-			return
-		case <-expired:
-			return
-		case <-a.s.stop:
-			return
-		}
-	}
+	a.serveSSE(w, r, c, a.opts.StatsInterval, true, nil, func(out *sse) error {
+		return out.event("stats", "", a.dashStats(c))
+	})
 }

@@ -46,9 +46,7 @@ func (a *api) stream(w http.ResponseWriter, r *http.Request) {
 		}
 		pos = n
 	}
-	if a.s.Draining() {
-		w.Header().Set("Retry-After", "2")
-		apiError(w, http.StatusServiceUnavailable, protocol.CodeGoingAway.String(), "server shutting down")
+	if a.refuseDraining(w) {
 		return
 	}
 	act, err := a.s.hub.acquire(doc)
